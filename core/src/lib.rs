@@ -1,0 +1,8 @@
+//! Understudy's engine: the Linux IPVS connection-sync wire protocol and the
+//! replicated connection table a backup director keeps.
+//!
+//! Nothing here knows about Python; the `understudy-py` crate binds it.
+
+pub mod proto;
+pub mod table;
+pub mod wire;
