@@ -1,0 +1,140 @@
+"""Type stubs for the compiled engine (Rust, `rust/` and `core/`)."""
+
+from collections.abc import Iterator, Sequence
+from typing import final
+
+__version__: str
+
+class SyncError(ValueError):
+    """A message or connection that cannot be encoded."""
+
+@final
+class Conn:
+    """One IPVS connection entry (decoded, built for encoding, or held by a table)."""
+
+    protocol: int
+    flags: int
+    state: int
+    cport: int
+    vport: int
+    dport: int
+    fwmark: int
+    timeout: int
+    caddr: str
+    vaddr: str
+    daddr: str
+    options: list[tuple[int, bytes]]
+    def __new__(
+        cls,
+        protocol: int,
+        caddr: str,
+        cport: int,
+        vaddr: str,
+        vport: int,
+        daddr: str,
+        dport: int,
+        flags: int = 0,
+        state: int = 0,
+        fwmark: int = 0,
+        timeout: int = 0,
+        options: Sequence[tuple[int, bytes]] = (),
+    ) -> Conn: ...
+    @property
+    def af(self) -> str:
+        """"inet" or "inet6"."""
+    @property
+    def template(self) -> bool: ...
+    @property
+    def offset(self) -> int | None:
+        """Offset in the decoded message (None when not decoded)."""
+    @property
+    def entry_type(self) -> int | None:
+        """v1 entry type byte (None for v0 and non-decoded)."""
+    @property
+    def entry_version(self) -> int | None: ...
+    @property
+    def size(self) -> int | None:
+        """v1 entry size (fixed part + options, no padding)."""
+    @property
+    def padded_size(self) -> int | None: ...
+    @property
+    def verdict(self) -> str | None:
+        """"apply", or "skip: <reason>" as a Linux 6.1 backup would decide."""
+    @property
+    def backup_flags(self) -> int | None:
+        """Flags a kernel backup stores for this entry (decoded entries)."""
+    @property
+    def expires(self) -> int | None:
+        """Table entries: absolute expiry, seconds on the table's clock."""
+    def __eq__(self, other: object) -> bool: ...
+
+@final
+class Message:
+    """A decoded sync datagram."""
+
+    @property
+    def format(self) -> str | None:
+        """"v0", "v1", or None when shorter than a header."""
+    @property
+    def syncid(self) -> int | None: ...
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def nr_conns(self) -> int | None: ...
+    @property
+    def length(self) -> int:
+        """Bytes in the datagram."""
+    @property
+    def conns(self) -> list[Conn]:
+        """Entries read before any error, each with its verdict."""
+    @property
+    def error(self) -> str | None:
+        """Reason id for dropping the rest of the message, e.g. "entry_version"."""
+    @property
+    def error_detail(self) -> str | None:
+        """Human-readable error, naming the entry and offset."""
+    @property
+    def trailing(self) -> int:
+        """Bytes after the last entry read."""
+
+def decode(datagram: bytes, pe_names: Sequence[str] = ("sip",)) -> Message:
+    """Decode one datagram as a Linux 6.1 backup reads it; never raises on bad input."""
+
+def decode_many(datagrams: Sequence[bytes], pe_names: Sequence[str] = ("sip",)) -> list[Message]:
+    """Decode a batch (GIL released)."""
+
+def encode(conns: Sequence[Conn], version: int = 1, syncid: int = 0, max_len: int = 1472) -> list[bytes]:
+    """Pack connections into datagrams of at most max_len bytes, as a kernel master does."""
+
+def encode_message(conns: Sequence[Conn], version: int = 1, syncid: int = 0) -> bytes:
+    """Emit exactly one message holding all `conns` (no size limit)."""
+
+def error_reasons() -> list[str]:
+    """Every message-level error reason id."""
+
+def skip_reasons() -> list[str]:
+    """Every per-entry skip reason id."""
+
+@final
+class ConnTable:
+    """What a backup knows of the kernel's connections, fed with sync datagrams."""
+
+    def __new__(cls, syncid: int = 0, max_len: int = 65535, pe_names: Sequence[str] = ("sip",)) -> ConnTable: ...
+    def apply(self, datagrams: Sequence[bytes], now: float | None = None) -> int:
+        """Apply a batch of datagrams (GIL released); returns entries applied."""
+    def expire(self, now: float | None = None) -> int:
+        """Remove entries whose timeout has lapsed; returns how many."""
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Conn]: ...
+    def snapshot(self) -> list[Conn]: ...
+    def get(
+        self, protocol: int, caddr: str, cport: int, vaddr: str, vport: int, template: bool = False
+    ) -> Conn | None: ...
+    def encode(self, version: int = 1, syncid: int = 0, max_len: int = 1472) -> list[bytes]:
+        """The whole table as sync datagrams (for resync)."""
+    def stats(self) -> dict[str, int]: ...
+    def clear(self) -> None: ...
+    def now(self) -> float:
+        """The table's default clock (time.monotonic)."""
+    def memory_bytes(self) -> int:
+        """Bytes held by the table's storage, index and timers."""
