@@ -1,1 +1,24 @@
+//! `understudy._core`: the engine, bound for Python. Thin by design: logic
+//! lives in `understudy-core`; this crate converts types and releases the GIL.
 
+use pyo3::prelude::*;
+
+mod errors;
+mod sync;
+mod table;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("SyncError", m.py().get_type::<errors::SyncError>())?;
+    m.add_class::<sync::Conn>()?;
+    m.add_class::<sync::Message>()?;
+    m.add_class::<table::ConnTable>()?;
+    m.add_function(wrap_pyfunction!(sync::decode, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::decode_many, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::encode, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::encode_message, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::error_reasons, m)?)?;
+    m.add_function(wrap_pyfunction!(sync::skip_reasons, m)?)?;
+    Ok(())
+}

@@ -7,9 +7,11 @@
 //!   backup drops the rest of the message.
 //! * [`ConnRepr`], [`MessageRepr`]: owned values that parse and emit.
 //! * [`MessageBuilder`]: packs entries into datagrams as a kernel master does.
+//! * [`decode`]: a whole datagram with verdicts, for tools and the CLI.
 
 mod builder;
 mod conn;
+mod decoded;
 mod error;
 mod header;
 mod message;
@@ -17,6 +19,7 @@ mod option;
 mod repr;
 
 pub use builder::{MessageBuilder, DEFAULT_MAX_LEN};
+pub use decoded::{decode, DecodeError, Decoded, DecodedEntry, V1Framing};
 pub use conn::{ConnV0, ConnV1, SEQ_BLOCK_LEN, TYPE_INET6, V0_CONN_LEN, V1_V4_LEN, V1_V6_LEN};
 pub use error::{EncodeError, Error, SkipReason};
 pub use header::{Header, HeaderRepr, Version, SYNC_PROTO_VER, V0_HEADER_LEN, V1_HEADER_LEN};

@@ -1,0 +1,38 @@
+"""Connection synchronisation: the Linux IPVS sync protocol (v0 and v1).
+
+`decode` and `encode` are byte-exact with a Linux 6.1 kernel; `ConnTable`
+holds what a backup knows of the primary's connections. All of it runs in the
+Rust engine; batch calls release the GIL.
+"""
+
+from understudy._core import (
+    Conn,
+    ConnTable,
+    Message,
+    SyncError,
+    decode,
+    decode_many,
+    encode,
+    encode_message,
+    error_reasons,
+    skip_reasons,
+)
+
+#: Default UDP port and IPv4 group of the kernel sync daemons.
+DEFAULT_PORT = 8848
+DEFAULT_GROUP = "224.0.0.81"
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "DEFAULT_PORT",
+    "Conn",
+    "ConnTable",
+    "Message",
+    "SyncError",
+    "decode",
+    "decode_many",
+    "encode",
+    "encode_message",
+    "error_reasons",
+    "skip_reasons",
+]
