@@ -36,7 +36,8 @@ impl MessageBuilder {
     pub fn push(&mut self, conn: &ConnRepr) -> Result<(), EncodeError> {
         let len = conn.buffer_len(self.version)?;
         let start = self.reserve(len);
-        conn.emit(self.version, &mut self.current[start..start + len])
+        conn.emit_checked(self.version, &mut self.current[start..start + len]);
+        Ok(())
     }
 
     /// Make room for an entry of `len` bytes; returns where it starts.

@@ -68,6 +68,7 @@ impl ConnRepr {
                 .seq
                 .map(|s| vec![OptionRepr { kind: OPT_SEQ_DATA, data: s.to_be().to_vec() }])
                 .unwrap_or_default(),
+            ConnView::V1(v) if v.options().is_empty() => Vec::new(),
             ConnView::V1(v) => super::option::Options::new(v.options())
                 .map_while(Result::ok)
                 .map(|o| OptionRepr { kind: o.kind, data: o.data.to_vec() })
@@ -149,11 +150,16 @@ impl ConnRepr {
     /// Emit into a buffer of exactly `buffer_len(version)` bytes.
     pub fn emit(&self, version: Version, buf: &mut [u8]) -> Result<(), EncodeError> {
         self.check(version)?;
+        self.emit_checked(version, buf);
+        Ok(())
+    }
+
+    /// `emit` for a repr that `buffer_len(version)` has already accepted.
+    pub(crate) fn emit_checked(&self, version: Version, buf: &mut [u8]) {
         match version {
             Version::V0 => self.emit_v0(buf),
             Version::V1 => self.emit_v1(buf),
         }
-        Ok(())
     }
 
     fn emit_v0(&self, buf: &mut [u8]) {
