@@ -2,6 +2,7 @@
 //! connections, built from sync messages exactly as a Linux 6.1 backup
 //! (`ip_vs_proc_conn`) builds its own, and able to re-encode itself.
 
+mod index;
 mod stats;
 mod store;
 mod wheel;
@@ -15,7 +16,7 @@ use crate::wire::sync::{
     OPT_PE_DATA, OPT_PE_NAME, OPT_SEQ_DATA,
 };
 pub use stats::Stats;
-use store::{Addr, Key, Links, Moved, Slot, Store, EXTRA_DATA, EXTRA_PE_KEYED, NIL};
+use store::{Addr, Key, Slot, Store, EXTRA_DATA, EXTRA_PE_KEYED};
 use wheel::Wheel;
 
 /// How the table receives, like a kernel backup daemon's settings.
@@ -147,24 +148,35 @@ impl ConnTable {
             return outcome;
         }
         let pe_names = &self.config.pe_names;
+        let mut batch = Vec::with_capacity(usize::from(message.header().nr_conns));
         for entry in message.entries_with(|name| pe_names.iter().any(|n| n == name)) {
             match entry {
-                Ok(e) => match e.verdict {
-                    Verdict::Apply => {
-                        state.apply(&e, tick);
-                        outcome.applied += 1;
-                    }
-                    Verdict::Skip(reason) => {
+                Ok(e) if e.verdict == Verdict::Apply => batch.push(e),
+                Ok(e) => {
+                    if let Verdict::Skip(reason) = e.verdict {
                         state.stats.count_skip(reason);
-                        outcome.skipped += 1;
                     }
-                },
+                    outcome.skipped += 1;
+                }
                 Err(e) => {
                     state.stats.count_error(e);
                     outcome.error = Some(e);
                 }
             }
         }
+        // Each lookup misses the cache when the table is large: start all
+        // the loads of a message first, then apply its entries in order.
+        let hashes: Vec<u64> = batch.iter().map(|e| state.hash_of(e)).collect();
+        for (e, &hash) in batch.iter().zip(&hashes) {
+            state.prefetch(e, hash, false);
+        }
+        for (e, &hash) in batch.iter().zip(&hashes) {
+            state.prefetch(e, hash, true);
+        }
+        for (e, &hash) in batch.iter().zip(&hashes) {
+            state.apply(e, hash, tick);
+        }
+        outcome.applied = batch.len() as u32;
         state.stats.applied += u64::from(outcome.applied);
         outcome
     }
@@ -177,24 +189,7 @@ impl ConnTable {
     /// Remove every entry whose timeout has lapsed by `now`; returns how many.
     pub fn expire(&mut self, now: u64) -> usize {
         let tick = self.state.tick(now);
-        let due = {
-            let State { wheel, v4, v6, .. } = &mut self.state;
-            wheel.advance(tick, |id| if id & V6_BIT != 0 { v6.get(id & !V6_BIT).expires } else { v4.get(id).expires }, |id| {
-                if id & V6_BIT != 0 {
-                    v6.get(id & !V6_BIT).links
-                } else {
-                    v4.get(id).links
-                }
-            })
-        };
-        let n = due.len();
-        // Highest ids first: a removal only moves the last slot, which is then
-        // never one still waiting to be removed.
-        let mut due = due;
-        due.sort_unstable_by(|a, b| b.cmp(a));
-        for id in due {
-            self.state.remove(id);
-        }
+        let n = self.state.expire(tick);
         self.state.stats.expired += n as u64;
         n
     }
@@ -203,11 +198,12 @@ impl ConnTable {
     pub fn get(&self, protocol: u8, caddr: IpAddr, cport: u16, vaddr: IpAddr, vport: u16, template: bool) -> Option<Record> {
         let id = match (caddr, vaddr) {
             (IpAddr::V4(c), IpAddr::V4(v)) => {
-                self.state.v4.find(&Key { protocol, template, caddr: c.octets(), cport, vaddr: v.octets(), vport })?
+                let key = Key { protocol, template, caddr: c.octets(), cport, vaddr: v.octets(), vport };
+                self.state.v4.find(self.state.v4.hash(&key), &key)?
             }
             (IpAddr::V6(c), IpAddr::V6(v)) => {
-                self.state.v6.find(&Key { protocol, template, caddr: c.octets(), cport, vaddr: v.octets(), vport })?
-                    | V6_BIT
+                let key = Key { protocol, template, caddr: c.octets(), cport, vaddr: v.octets(), vport };
+                self.state.v6.find(self.state.v6.hash(&key), &key)? | V6_BIT
             }
             _ => return None,
         };
@@ -216,8 +212,8 @@ impl ConnTable {
 
     /// Every connection, in storage order.
     pub fn iter(&self) -> impl Iterator<Item = Record> + '_ {
-        let v4 = (0..self.state.v4.len() as u32).map(|i| self.state.record(i));
-        let v6 = (0..self.state.v6.len() as u32).map(|i| self.state.record(i | V6_BIT));
+        let v4 = self.state.v4.ids().map(|i| self.state.record(i));
+        let v6 = self.state.v6.ids().map(|i| self.state.record(i | V6_BIT));
         v4.chain(v6)
     }
 
@@ -258,66 +254,61 @@ impl State {
         u32::try_from(now.saturating_sub(base)).unwrap_or(u32::MAX - 1)
     }
 
-    fn links_mut(&mut self, id: u32) -> &mut Links {
+    /// Expiry and wheel bookkeeping of a live slot.
+    fn timing(&mut self, id: u32) -> (&mut u32, &mut u32) {
+        let (expires, scheduled) = if id & V6_BIT != 0 {
+            let s = self.v6.get_mut(id & !V6_BIT);
+            (&mut s.expires, &mut s.scheduled)
+        } else {
+            let s = self.v4.get_mut(id);
+            (&mut s.expires, &mut s.scheduled)
+        };
+        (expires, scheduled)
+    }
+
+    fn is_live(&self, id: u32) -> bool {
         if id & V6_BIT != 0 {
-            &mut self.v6.get_mut(id & !V6_BIT).links
+            self.v6.live(id & !V6_BIT).is_some()
         } else {
-            &mut self.v4.get_mut(id).links
+            self.v4.live(id).is_some()
         }
     }
 
-    fn expires(&self, id: u32) -> u32 {
-        if id & V6_BIT != 0 {
-            self.v6.get(id & !V6_BIT).expires
-        } else {
-            self.v4.get(id).expires
-        }
+    /// File `id` on the wheel at `at`.
+    fn schedule(&mut self, id: u32, at: u32) {
+        let at = self.wheel.schedule(id, at);
+        *self.timing(id).1 = at;
     }
 
-    /// Put `id` on the wheel at its current expiry.
-    fn schedule(&mut self, id: u32) {
-        let slot = self.wheel.slot_of(self.expires(id));
-        let head = self.wheel.head(slot);
-        *self.links_mut(id) = Links { next: head, prev: NIL };
-        if head != NIL {
-            self.links_mut(head).prev = id;
-        }
-        self.wheel.set_head(slot, id);
-    }
-
-    fn unschedule(&mut self, id: u32) {
-        let Links { next, prev } = *self.links_mut(id);
-        if prev != NIL {
-            self.links_mut(prev).next = next;
-        } else {
-            let slot = self.wheel.slot_of(self.expires(id));
-            self.wheel.set_head(slot, next);
-        }
-        if next != NIL {
-            self.links_mut(next).prev = prev;
-        }
-    }
-
-    /// Re-point every reference to a slot that the store moved.
-    fn relocate(&mut self, moved: Moved, v6: bool) {
-        let bit = if v6 { V6_BIT } else { 0 };
-        let (from, to) = (moved.from | bit, moved.to | bit);
-        let Links { next, prev } = *self.links_mut(to);
-        if prev != NIL {
-            self.links_mut(prev).next = to;
-        } else {
-            let slot = self.wheel.slot_of(self.expires(to));
-            self.wheel.set_head(slot, to);
-        }
-        if next != NIL {
-            self.links_mut(next).prev = to;
-        }
-        if let Some(extras) = self.extras.remove(&from) {
-            if let Some(pe_key) = self.pe_key(to, &extras) {
-                self.pe_index.insert(pe_key, to);
+    /// Process the wheel up to `now`: expire what is due, re-file what was
+    /// refreshed since it was filed, drop references that went stale.
+    fn expire(&mut self, now: u32) -> usize {
+        let mut expired = 0;
+        for tick in self.wheel.due_ticks(now) {
+            let bucket = Wheel::bucket_of(tick);
+            let refs = self.wheel.take(tick);
+            for &id in &refs {
+                if !self.is_live(id) {
+                    continue;
+                }
+                let (expires, scheduled) = self.timing(id);
+                let (expires, scheduled) = (*expires, *scheduled);
+                if Wheel::bucket_of(scheduled) != bucket {
+                    continue; // moved forward to another bucket
+                }
+                if scheduled > now {
+                    self.wheel.schedule(id, scheduled); // a later turn of the wheel
+                } else if expires <= now {
+                    self.remove(id);
+                    expired += 1;
+                } else {
+                    self.schedule(id, expires);
+                }
             }
-            self.extras.insert(to, extras);
+            self.wheel.give_back(tick, refs);
         }
+        self.wheel.finish(now);
+        expired
     }
 
     fn pe_key(&self, id: u32, extras: &Extras) -> Option<PeKey> {
@@ -332,53 +323,60 @@ impl State {
     }
 
     fn remove(&mut self, id: u32) {
-        self.unschedule(id);
-        let extras = self.extras.remove(&id);
-        if let Some(extras) = &extras {
-            if let Some(pe_key) = self.pe_key(id, extras) {
+        if let Some(extras) = self.extras.remove(&id) {
+            if let Some(pe_key) = self.pe_key(id, &extras) {
                 self.pe_index.remove(&pe_key);
             }
         }
-        let v6 = id & V6_BIT != 0;
-        let moved = if v6 {
+        // Wheel references to the freed id go stale and are dropped when met.
+        if id & V6_BIT != 0 {
             let pe = self.v6.get(id & !V6_BIT).extra & EXTRA_PE_KEYED != 0;
-            self.v6.remove(id & !V6_BIT, !pe).1
+            self.v6.remove(id & !V6_BIT, !pe);
         } else {
             let pe = self.v4.get(id).extra & EXTRA_PE_KEYED != 0;
-            self.v4.remove(id, !pe).1
-        };
-        if let Some(m) = moved {
-            self.relocate(m, v6);
+            self.v4.remove(id, !pe);
         }
     }
 
-    fn apply(&mut self, e: &Entry<'_>, tick: u32) {
-        match &e.conn {
-            ConnView::V1(c) if c.is_ipv6() => self.apply_in::<[u8; 16]>(e, tick),
-            _ => self.apply_in::<[u8; 4]>(e, tick),
+    /// Hash of the entry's key in its family's index.
+    fn hash_of(&self, e: &Entry<'_>) -> u64 {
+        if e.conn.is_ipv6() {
+            self.v6.hash(&key_of(e))
+        } else {
+            self.v4.hash(&key_of(e))
+        }
+    }
+
+    fn prefetch(&self, e: &Entry<'_>, hash: u64, slot: bool) {
+        match (e.conn.is_ipv6(), slot) {
+            (false, false) => self.v4.prefetch_index(hash),
+            (false, true) => self.v4.prefetch_slot(hash),
+            (true, false) => self.v6.prefetch_index(hash),
+            (true, true) => self.v6.prefetch_slot(hash),
+        }
+    }
+
+    fn apply(&mut self, e: &Entry<'_>, hash: u64, tick: u32) {
+        if e.conn.is_ipv6() {
+            self.apply_in::<[u8; 16]>(e, hash, tick)
+        } else {
+            self.apply_in::<[u8; 4]>(e, hash, tick)
         }
     }
 
     /// `ip_vs_proc_conn` for one family.
-    fn apply_in<A: Family>(&mut self, e: &Entry<'_>, tick: u32) {
+    fn apply_in<A: Family>(&mut self, e: &Entry<'_>, hash: u64, tick: u32) {
         let c = &e.conn;
         let mut new_flags = c.backup_flags();
         let template = new_flags & flags::TEMPLATE != 0;
-        let key = Key {
-            protocol: c.protocol(),
-            template,
-            caddr: A::from_slice(addr_bytes(c, 0)),
-            cport: c.cport(),
-            vaddr: A::from_slice(addr_bytes(c, 1)),
-            vport: c.vport(),
-        };
+        let key: Key<A> = key_of(e);
         let daddr = A::from_slice(addr_bytes(c, 2));
         let pe_keyed = template && e.pe_data.is_some();
         let pe_key = pe_keyed.then(|| PeKey { key: A::widen(key), ipv6: A::IPV6, pe_data: e.pe_data.unwrap_or_default().into() });
 
         let mut found = match &pe_key {
             Some(k) => self.pe_index.get(k).copied(),
-            None => A::store(self).find(&key).map(|i| i | A::ID_BIT),
+            None => A::store(self).find(hash, &key).map(|i| i | A::ID_BIT),
         };
         if let (Some(id), false) = (found, template) {
             let slot = A::store(self).get(id & !A::ID_BIT);
@@ -402,14 +400,18 @@ impl State {
         let expires = tick.saturating_add(timeout).min(u32::MAX - 1);
         let id = match found {
             Some(id) => {
-                self.unschedule(id);
                 let slot = A::store_mut(self).get_mut(id & !A::ID_BIT);
                 new_flags = (new_flags & flags::BACKUP_UPD_MASK) | (slot.flags & !flags::BACKUP_UPD_MASK);
                 slot.flags = new_flags;
                 slot.state = state;
                 slot.timeout = timeout;
                 slot.expires = expires;
+                let scheduled = slot.scheduled;
                 self.stats.updated += 1;
+                // A later expiry waits for the old bucket; an earlier one is filed now.
+                if expires < scheduled {
+                    self.schedule(id, expires);
+                }
                 id
             }
             None => {
@@ -427,9 +429,10 @@ impl State {
                     fwmark: c.fwmark(),
                     timeout,
                     expires,
-                    links: Links { next: NIL, prev: NIL },
+                    scheduled: expires,
                 };
                 let id = A::store_mut(self).push(slot, !pe_keyed) | A::ID_BIT;
+                self.schedule(id, expires);
                 if let Some(k) = pe_key {
                     self.pe_index.insert(k, id);
                     // PE data is kept on templates only (`ip_vs_proc_conn`).
@@ -446,7 +449,6 @@ impl State {
             self.extras.entry(id).or_default().seq = Some(seq);
             A::store_mut(self).get_mut(id & !A::ID_BIT).extra |= EXTRA_DATA;
         }
-        self.schedule(id);
     }
 
     fn record(&self, id: u32) -> Record {
@@ -474,6 +476,19 @@ impl State {
 
 fn repr_of<A: Addr>(s: &Slot<A>, ip: impl Fn(&A) -> IpAddr) -> ConnRepr {
     ConnRepr::new(s.protocol, ip(&s.caddr), s.cport, ip(&s.vaddr), s.vport, ip(&s.daddr), s.dport, s.flags, s.state, s.fwmark, s.timeout)
+}
+
+/// The kernel's lookup key of an entry.
+fn key_of<A: Addr>(e: &Entry<'_>) -> Key<A> {
+    let c = &e.conn;
+    Key {
+        protocol: c.protocol(),
+        template: c.flags() & flags::TEMPLATE != 0,
+        caddr: A::from_slice(addr_bytes(c, 0)),
+        cport: c.cport(),
+        vaddr: A::from_slice(addr_bytes(c, 1)),
+        vport: c.vport(),
+    }
 }
 
 fn addr_bytes<'a>(c: &'a ConnView<'_>, index: usize) -> &'a [u8] {

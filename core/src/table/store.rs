@@ -1,14 +1,15 @@
-//! Dense, chunked storage of one address family's connections, with a hash
-//! index of slot numbers. A slot holds everything about a connection in
-//! 48 bytes (IPv4), so a million connections fit in well under 64 MB.
+//! Chunked storage of one address family's connections, with a hash index
+//! of slot ids. A slot holds everything about a connection in 44 bytes
+//! (IPv4), so a million connections fit in well under 64 MB.
 
-use core::hash::{BuildHasher, Hash};
+use core::hash::{BuildHasher, Hash, Hasher};
 
-use hashbrown::HashTable;
+use super::index::{self, Index};
 
 /// A connection address: 4 bytes (IPv4) or 16 (IPv6).
 pub trait Addr: Copy + Eq + Hash + Default + core::fmt::Debug + 'static {
     fn from_slice(bytes: &[u8]) -> Self;
+    fn hash_into<H: Hasher>(&self, h: &mut H);
 }
 
 impl Addr for [u8; 4] {
@@ -16,6 +17,9 @@ impl Addr for [u8; 4] {
         let mut a = [0u8; 4];
         a.copy_from_slice(bytes);
         a
+    }
+    fn hash_into<H: Hasher>(&self, h: &mut H) {
+        h.write_u32(u32::from_ne_bytes(*self));
     }
 }
 
@@ -25,11 +29,14 @@ impl Addr for [u8; 16] {
         a.copy_from_slice(bytes);
         a
     }
+    fn hash_into<H: Hasher>(&self, h: &mut H) {
+        h.write_u128(u128::from_ne_bytes(*self));
+    }
 }
 
 /// How the kernel finds a connection (`ip_vs_conn_in_get`, `ip_vs_ct_in_get`):
 /// templates and connections with the same tuple are different objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key<A> {
     pub protocol: u8,
     pub template: bool,
@@ -39,15 +46,22 @@ pub struct Key<A> {
     pub vport: u16,
 }
 
-/// Intrusive links of the expiry wheel (slot ids, `NIL` at the ends).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Links {
-    pub next: u32,
-    pub prev: u32,
+impl<A: Addr> Hash for Key<A> {
+    // Few wide writes hash faster than one per field.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(
+            u64::from(self.protocol)
+                | u64::from(self.template) << 8
+                | u64::from(self.cport) << 16
+                | u64::from(self.vport) << 32,
+        );
+        self.caddr.hash_into(h);
+        self.vaddr.hash_into(h);
+    }
 }
 
-pub const NIL: u32 = u32::MAX;
-
+/// The slot is free (its id waits on the free list).
+pub const EXTRA_FREE: u8 = 0x80;
 /// The slot has seq or persistence-engine data in the table's side map.
 pub const EXTRA_DATA: u8 = 1;
 /// The slot is a persistence-engine template, indexed by its PE data too.
@@ -72,7 +86,8 @@ pub struct Slot<A> {
     pub timeout: u32,
     /// Tick (seconds since the table's base) at which it expires.
     pub expires: u32,
-    pub links: Links,
+    /// Tick of the wheel bucket holding this slot's live reference (<= expires).
+    pub scheduled: u32,
 }
 
 impl<A: Addr> Slot<A> {
@@ -91,32 +106,32 @@ impl<A: Addr> Slot<A> {
 const CHUNK_BITS: u32 = 16;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
-/// Slots in fixed-size chunks: growth never copies the whole table (no
-/// latency spike at 10 M entries) and wastes at most one chunk.
+/// Slots in fixed-size chunks, under ids that never change while the slot
+/// lives (the wheel and side maps refer to them). Growth never copies the
+/// whole table (no latency spike at 10 M entries); freed ids are reused.
 #[derive(Debug)]
 pub struct Store<A> {
     chunks: Vec<Vec<Slot<A>>>,
-    len: u32,
-    index: HashTable<u32>,
-    hasher: foldhash::fast::RandomState,
-}
-
-/// Where `remove` moved the last slot to fill the hole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Moved {
-    pub from: u32,
-    pub to: u32,
+    live: u32,
+    free: Vec<u32>,
+    index: Index,
+    hasher: foldhash::quality::RandomState,
 }
 
 impl<A: Addr> Default for Store<A> {
     fn default() -> Self {
-        Store { chunks: Vec::new(), len: 0, index: HashTable::new(), hasher: Default::default() }
+        Store { chunks: Vec::new(), live: 0, free: Vec::new(), index: Index::default(), hasher: Default::default() }
     }
 }
 
 impl<A: Addr> Store<A> {
     pub fn len(&self) -> usize {
-        self.len as usize
+        self.live as usize
+    }
+
+    /// Ids handed out so far, live or free.
+    fn allocated(&self) -> u32 {
+        self.chunks.iter().map(|c| c.len() as u32).sum()
     }
 
     #[inline]
@@ -129,78 +144,102 @@ impl<A: Addr> Store<A> {
         &mut self.chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)]
     }
 
+    /// The live slot `i`, if there is one.
     #[inline]
-    fn hash(&self, key: &Key<A>) -> u64 {
+    pub fn live(&self, i: u32) -> Option<&Slot<A>> {
+        let slot = self.chunks.get((i >> CHUNK_BITS) as usize)?.get(i as usize & (CHUNK - 1))?;
+        (slot.extra & EXTRA_FREE == 0).then_some(slot)
+    }
+
+    #[inline]
+    pub fn hash(&self, key: &Key<A>) -> u64 {
         self.hasher.hash_one(key)
     }
 
-    /// The slot holding `key`, among slots indexed by key.
+    /// The slot holding `key` (whose hash is `hash`), among slots indexed by key.
     #[inline]
-    pub fn find(&self, key: &Key<A>) -> Option<u32> {
-        let chunks = &self.chunks;
-        let at = |i: u32| &chunks[(i >> CHUNK_BITS) as usize][i as usize & (CHUNK - 1)];
-        self.index.find(self.hash(key), |&i| at(i).key() == *key).copied()
+    pub fn find(&self, hash: u64, key: &Key<A>) -> Option<u32> {
+        self.index.find(hash, |i| self.get(i).key() == *key)
     }
 
-    /// Append a slot; index it by key unless `indexed` is false (PE templates,
+    /// Start loading what a lookup of `hash` will read first.
+    #[inline]
+    pub fn prefetch_index(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// Start loading the slot a lookup of `hash` will most likely compare.
+    #[inline]
+    pub fn prefetch_slot(&self, hash: u64) {
+        if let Some(id) = self.index.candidate(hash) {
+            index::prefetch(self.get(id));
+        }
+    }
+
+    fn rehasher(&self) -> impl Fn(u32) -> u64 + '_ {
+        |j| self.hasher.hash_one(self.get(j).key())
+    }
+
+    /// Store a slot; index it by key unless `indexed` is false (PE templates,
     /// which the table indexes by key and PE data).
     pub fn push(&mut self, slot: Slot<A>, indexed: bool) -> u32 {
-        let i = self.len;
-        if i as usize == self.chunks.len() * CHUNK {
-            self.chunks.push(Vec::with_capacity(CHUNK));
-        }
         let key = slot.key();
-        self.chunks[(i >> CHUNK_BITS) as usize].push(slot);
-        self.len += 1;
+        let i = match self.free.pop() {
+            Some(i) => {
+                *self.get_mut(i) = slot;
+                i
+            }
+            None => {
+                let i = self.allocated();
+                assert!(i < index::MAX_ID, "connection table full");
+                if i as usize == self.chunks.len() * CHUNK {
+                    self.chunks.push(Vec::with_capacity(CHUNK));
+                }
+                self.chunks[(i >> CHUNK_BITS) as usize].push(slot);
+                i
+            }
+        };
+        self.live += 1;
         if indexed {
             let hash = self.hash(&key);
-            let (chunks, hasher) = (&self.chunks, &self.hasher);
-            let rehash = |&j: &u32| hasher.hash_one(chunks[(j >> CHUNK_BITS) as usize][j as usize & (CHUNK - 1)].key());
-            self.index.insert_unique(hash, i, rehash);
+            let mut index = core::mem::take(&mut self.index);
+            index.insert(hash, i, self.rehasher());
+            self.index = index;
         }
         i
     }
 
-    /// Remove slot `i`, moving the last slot into its place.
-    pub fn remove(&mut self, i: u32, indexed: bool) -> (Slot<A>, Option<Moved>) {
+    /// Free slot `i`; its id may be handed out again.
+    pub fn remove(&mut self, i: u32, indexed: bool) -> Slot<A> {
         let removed = *self.get(i);
         if indexed {
-            self.unindex(&removed.key(), i);
+            let mut index = core::mem::take(&mut self.index);
+            index.remove(self.hash(&removed.key()), i, self.rehasher());
+            self.index = index;
         }
-        let last = self.len - 1;
-        let moved = (i != last).then(|| {
-            let last_slot = *self.get(last);
-            *self.get_mut(i) = last_slot;
-            if last_slot.extra & EXTRA_PE_KEYED == 0 {
-                self.reindex(&last_slot.key(), last, i);
-            }
-            Moved { from: last, to: i }
-        });
-        let chunk = (last >> CHUNK_BITS) as usize;
-        self.chunks[chunk].pop();
-        if self.chunks[chunk].is_empty() {
-            self.chunks.truncate(chunk);
+        self.get_mut(i).extra = EXTRA_FREE;
+        self.live -= 1;
+        if self.live == 0 {
+            // Give the memory back once empty.
+            self.chunks.clear();
+            self.free = Vec::new();
+            self.index.clear();
+        } else {
+            self.free.push(i);
         }
-        self.len = last;
-        (removed, moved)
+        removed
     }
 
-    fn unindex(&mut self, key: &Key<A>, i: u32) {
-        if let Ok(entry) = self.index.find_entry(self.hash(key), |&j| j == i) {
-            entry.remove();
-        }
+    /// Ids of the live slots, in id order.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.allocated()).filter(|&i| self.get(i).extra & EXTRA_FREE == 0)
     }
 
-    fn reindex(&mut self, key: &Key<A>, from: u32, to: u32) {
-        if let Some(slot) = self.index.find_mut(self.hash(key), |&j| j == from) {
-            *slot = to;
-        }
-    }
-
-    /// Bytes allocated for slots and index.
+    /// Bytes allocated for slots, free list and index.
     pub fn memory_bytes(&self) -> usize {
         self.chunks.iter().map(|c| c.capacity() * core::mem::size_of::<Slot<A>>()).sum::<usize>()
-            + self.index.allocation_size()
+            + self.free.capacity() * core::mem::size_of::<u32>()
+            + self.index.memory_bytes()
     }
 }
 
@@ -223,29 +262,28 @@ mod tests {
             fwmark: 0,
             timeout: 900,
             expires: 900,
-            links: Links { next: NIL, prev: NIL },
+            scheduled: 900,
         }
     }
 
     #[test]
     fn slot_is_compact() {
-        assert_eq!(core::mem::size_of::<Slot<[u8; 4]>>(), 48);
+        assert_eq!(core::mem::size_of::<Slot<[u8; 4]>>(), 44);
     }
 
     #[test]
-    fn remove_moves_last_and_keeps_index() {
+    fn ids_are_stable_and_reused() {
         let mut s = Store::<[u8; 4]>::default();
         for p in 0..5 {
-            s.push(slot(p), true);
+            assert_eq!(s.push(slot(p), true), u32::from(p));
         }
-        let (gone, moved) = s.remove(1, true);
-        assert_eq!(gone.cport, 1);
-        assert_eq!(moved, Some(Moved { from: 4, to: 1 }));
-        assert_eq!(s.find(&slot(4).key()), Some(1));
-        assert_eq!(s.find(&slot(1).key()), None);
-        assert_eq!(s.len(), 4);
-        let (_, moved) = s.remove(3, true);
-        assert_eq!(moved, None);
-        assert_eq!(s.find(&slot(0).key()), Some(0));
+        assert_eq!(s.remove(1, true).cport, 1);
+        let find = |s: &Store<[u8; 4]>, p| s.find(s.hash(&slot(p).key()), &slot(p).key());
+        assert_eq!(find(&s, 4), Some(4));
+        assert_eq!(find(&s, 1), None);
+        assert!(s.live(1).is_none());
+        assert_eq!(s.ids().collect::<Vec<_>>(), [0, 2, 3, 4]);
+        assert_eq!(s.push(slot(9), true), 1);
+        assert_eq!((s.len(), find(&s, 9)), (5, Some(1)));
     }
 }

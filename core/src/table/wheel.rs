@@ -1,60 +1,65 @@
-//! A hashed timing wheel of one-second slots over intrusive lists: O(1) to
-//! schedule, move or cancel an expiry, O(1) amortised to expire.
+//! A hashed timing wheel of one-second buckets holding slot ids, scheduled
+//! lazily: refreshing a connection only moves its expiry later in the slot
+//! itself; the wheel is touched when the old bucket comes due (and the entry
+//! is then re-filed at its real expiry) or when an update brings expiry
+//! forward. So a refresh costs no extra memory access, and expiring is O(1)
+//! amortised. References left behind by such moves are recognised and dropped
+//! because the slot's `scheduled` tick no longer names their bucket.
 
-use super::store::{Links, NIL};
-
-/// A power of two; longer timeouts wait for another turn of the wheel
-/// (a 900 s connection is never revisited, a 4096+ s one once per turn).
-const SLOTS: usize = 4096;
+/// A power of two; longer timeouts wait for another turn of the wheel.
+pub const SLOTS: u32 = 4096;
 
 #[derive(Debug)]
 pub struct Wheel {
-    heads: Vec<u32>,
-    /// Last tick whose slot has been expired.
+    buckets: Vec<Vec<u32>>,
+    /// Last tick whose bucket has been processed.
     done: u32,
 }
 
 impl Default for Wheel {
     fn default() -> Self {
-        Wheel { heads: vec![NIL; SLOTS], done: 0 }
+        Wheel { buckets: vec![Vec::new(); SLOTS as usize], done: 0 }
     }
 }
 
 impl Wheel {
-    pub fn slot_of(&self, expires: u32) -> usize {
-        expires as usize & (SLOTS - 1)
+    pub fn bucket_of(tick: u32) -> usize {
+        (tick & (SLOTS - 1)) as usize
     }
 
-    pub fn head(&self, slot: usize) -> u32 {
-        self.heads[slot]
+    /// File `id` at `at`, or at the next unprocessed tick if `at` has passed;
+    /// returns the tick used.
+    pub fn schedule(&mut self, id: u32, at: u32) -> u32 {
+        let at = at.max(self.done.saturating_add(1));
+        self.buckets[Self::bucket_of(at)].push(id);
+        at
     }
 
-    pub fn set_head(&mut self, slot: usize, id: u32) {
-        self.heads[slot] = id;
+    /// Ticks to process to reach `now`: each bucket at most once.
+    pub fn due_ticks(&self, now: u32) -> core::ops::RangeInclusive<u32> {
+        let span = now.saturating_sub(self.done).min(SLOTS);
+        (now - span + 1)..=now
     }
 
-    /// Ids due by `now`, visiting only the slots of the ticks since the last
-    /// call (every slot once if a whole turn has passed). The caller removes them.
-    pub fn advance(&mut self, now: u32, expires: impl Fn(u32) -> u32, links: impl Fn(u32) -> Links) -> Vec<u32> {
-        let mut due = Vec::new();
-        if now <= self.done {
-            return due;
+    pub fn take(&mut self, tick: u32) -> Vec<u32> {
+        core::mem::take(&mut self.buckets[Self::bucket_of(tick)])
+    }
+
+    /// Hand back a processed bucket's allocation if nothing was filed meanwhile.
+    pub fn give_back(&mut self, tick: u32, mut refs: Vec<u32>) {
+        let bucket = &mut self.buckets[Self::bucket_of(tick)];
+        if bucket.is_empty() {
+            refs.clear();
+            *bucket = refs;
         }
-        let span = (now - self.done).min(SLOTS as u32);
-        for tick in (now - span + 1)..=now {
-            let mut id = self.heads[self.slot_of(tick)];
-            while id != NIL {
-                if expires(id) <= now {
-                    due.push(id);
-                }
-                id = links(id).next;
-            }
-        }
-        self.done = now;
-        due
+    }
+
+    pub fn finish(&mut self, now: u32) {
+        self.done = self.done.max(now);
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.heads.capacity() * core::mem::size_of::<u32>()
+        self.buckets.iter().map(|b| b.capacity() * core::mem::size_of::<u32>()).sum::<usize>()
+            + self.buckets.capacity() * core::mem::size_of::<Vec<u32>>()
     }
 }
