@@ -3,6 +3,19 @@
 from collections.abc import Iterator, Sequence
 from typing import final
 
+__all__ = [
+    "__version__",
+    "Conn",
+    "ConnTable",
+    "Message",
+    "SyncError",
+    "decode",
+    "decode_many",
+    "encode",
+    "encode_message",
+    "error_reasons",
+    "skip_reasons",
+]
 __version__: str
 
 class SyncError(ValueError):
@@ -66,7 +79,8 @@ class Conn:
     @property
     def expires(self) -> int | None:
         """Table entries: absolute expiry, seconds on the table's clock."""
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
 
 @final
 class Message:
@@ -97,10 +111,13 @@ class Message:
     def trailing(self) -> int:
         """Bytes after the last entry read."""
 
-def decode(datagram: bytes, pe_names: Sequence[str] = ("sip",)) -> Message:
-    """Decode one datagram as a Linux 6.1 backup reads it; never raises on bad input."""
+def decode(datagram: bytes, pe_names: Sequence[str] | None = None) -> Message:
+    """Decode one datagram as a Linux 6.1 backup reads it; never raises on bad input.
 
-def decode_many(datagrams: Sequence[bytes], pe_names: Sequence[str] = ("sip",)) -> list[Message]:
+    `pe_names`: persistence engines loaded on the backup (None: "sip", as stock 6.1).
+    """
+
+def decode_many(datagrams: Sequence[bytes], pe_names: Sequence[str] | None = None) -> list[Message]:
     """Decode a batch (GIL released)."""
 
 def encode(conns: Sequence[Conn], version: int = 1, syncid: int = 0, max_len: int = 1472) -> list[bytes]:
@@ -119,7 +136,7 @@ def skip_reasons() -> list[str]:
 class ConnTable:
     """What a backup knows of the kernel's connections, fed with sync datagrams."""
 
-    def __new__(cls, syncid: int = 0, max_len: int = 65535, pe_names: Sequence[str] = ("sip",)) -> ConnTable: ...
+    def __new__(cls, syncid: int = 0, max_len: int = 65535, pe_names: Sequence[str] | None = None) -> ConnTable: ...
     def apply(self, datagrams: Sequence[bytes], now: float | None = None) -> int:
         """Apply a batch of datagrams (GIL released); returns entries applied."""
     def expire(self, now: float | None = None) -> int:

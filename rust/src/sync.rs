@@ -68,7 +68,8 @@ pub(crate) fn parse_version(version: u8) -> PyResult<Version> {
 #[pymethods]
 impl Conn {
     #[new]
-    #[pyo3(signature = (protocol, caddr, cport, vaddr, vport, daddr, dport, flags=0, state=0, fwmark=0, timeout=0, options=Vec::new()))]
+    #[pyo3(signature = (protocol, caddr, cport, vaddr, vport, daddr, dport, flags=0, state=0, fwmark=0, timeout=0, options=Vec::new()),
+           text_signature = "(protocol, caddr, cport, vaddr, vport, daddr, dport, flags=0, state=0, fwmark=0, timeout=0, options=())")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         protocol: u8,
@@ -271,19 +272,26 @@ impl Message {
     }
 }
 
+/// The persistence engines of a stock 6.1 backup, unless told otherwise.
+pub(crate) fn pe_names_or_default(pe_names: Option<Vec<String>>) -> Vec<String> {
+    pe_names.unwrap_or_else(|| vec!["sip".to_string()])
+}
+
 fn pe_filter(pe_names: &[String]) -> impl Fn(&[u8]) -> bool + '_ {
     move |name| pe_names.iter().any(|n| n.as_bytes() == name)
 }
 
 #[pyfunction]
-#[pyo3(signature = (datagram, pe_names=vec!["sip".to_string()]))]
-pub fn decode(datagram: &[u8], pe_names: Vec<String>) -> Message {
+#[pyo3(signature = (datagram, pe_names=None))]
+pub fn decode(datagram: &[u8], pe_names: Option<Vec<String>>) -> Message {
+    let pe_names = pe_names_or_default(pe_names);
     Message { decoded: sync::decode(datagram, pe_filter(&pe_names)) }
 }
 
 #[pyfunction]
-#[pyo3(signature = (datagrams, pe_names=vec!["sip".to_string()]))]
-pub fn decode_many(py: Python<'_>, datagrams: Vec<PyBackedBytes>, pe_names: Vec<String>) -> Vec<Message> {
+#[pyo3(signature = (datagrams, pe_names=None))]
+pub fn decode_many(py: Python<'_>, datagrams: Vec<PyBackedBytes>, pe_names: Option<Vec<String>>) -> Vec<Message> {
+    let pe_names = pe_names_or_default(pe_names);
     let decoded: Vec<Decoded> =
         py.detach(|| datagrams.iter().map(|d| sync::decode(d, pe_filter(&pe_names))).collect());
     decoded.into_iter().map(|decoded| Message { decoded }).collect()
@@ -298,7 +306,7 @@ pub(crate) fn to_bytes_list(py: Python<'_>, datagrams: Vec<Vec<u8>>) -> Vec<Boun
 }
 
 #[pyfunction]
-#[pyo3(signature = (conns, version=1, syncid=0, max_len=sync::DEFAULT_MAX_LEN))]
+#[pyo3(signature = (conns, version=1, syncid=0, max_len=sync::DEFAULT_MAX_LEN), text_signature = "(conns, version=1, syncid=0, max_len=1472)")]
 pub fn encode<'py>(
     py: Python<'py>,
     conns: Vec<PyRef<'py, Conn>>,

@@ -9,7 +9,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 use understudy_core::table::{self, TableConfig};
 
-use crate::sync::{parse_addr, parse_version, to_bytes_list, Conn};
+use crate::sync::{parse_addr, parse_version, pe_names_or_default, to_bytes_list, Conn};
 
 /// Seconds on a process-wide monotonic clock.
 fn monotonic() -> f64 {
@@ -31,9 +31,9 @@ pub struct ConnTable {
 #[pymethods]
 impl ConnTable {
     #[new]
-    #[pyo3(signature = (syncid=0, max_len=65535, pe_names=vec!["sip".to_string()]))]
-    fn new(syncid: u8, max_len: usize, pe_names: Vec<String>) -> Self {
-        let pe_names = pe_names.into_iter().map(String::into_bytes).collect();
+    #[pyo3(signature = (syncid=0, max_len=65535, pe_names=None))]
+    fn new(syncid: u8, max_len: usize, pe_names: Option<Vec<String>>) -> Self {
+        let pe_names = pe_names_or_default(pe_names).into_iter().map(String::into_bytes).collect();
         ConnTable { inner: table::ConnTable::new(TableConfig { syncid, max_len, pe_names }) }
     }
 

@@ -109,7 +109,7 @@ def _decode(args: argparse.Namespace) -> int:
     errors: Counter[str] = Counter()
     try:
         for frame, payload in datagrams:
-            msg = _core.decode(payload) if pe_names is None else _core.decode(payload, pe_names)
+            msg = _core.decode(payload, pe_names)
             as_dict = message_to_dict(msg, frame)
             print(json.dumps(as_dict) if args.json else format_text(as_dict))
             messages += 1
