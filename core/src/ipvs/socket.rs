@@ -1,0 +1,102 @@
+//! A generic-netlink socket: the only unsafe code of the IPVS client.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Big enough for the largest dump reply batch the kernel sends at once.
+const RECV_BUF: usize = 1 << 20;
+
+#[derive(Debug)]
+pub struct Socket {
+    fd: OwnedFd,
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+impl Socket {
+    /// A `NETLINK_GENERIC` socket of the caller's network namespace.
+    pub fn open() -> io::Result<Socket> {
+        // SAFETY: plain syscalls on a descriptor we own; pointers are to locals of the right size.
+        unsafe {
+            let fd = check(libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_GENERIC))?;
+            let fd = OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            check(libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            ))?;
+            let one: libc::c_int = 1;
+            // Errors need not echo our whole request back.
+            check(libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_CAP_ACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ))?;
+            let size: libc::c_int = RECV_BUF as libc::c_int;
+            for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+                // Best effort: the defaults work, just with smaller batches.
+                let _ = libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+            Ok(Socket { fd })
+        }
+    }
+
+    /// Send one buffer of (possibly many) netlink messages to the kernel.
+    pub fn send(&self, buf: &[u8]) -> io::Result<()> {
+        // SAFETY: `buf` is valid for its length; the address is a zeroed sockaddr_nl (the kernel).
+        unsafe {
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            loop {
+                let sent = libc::sendto(
+                    self.fd.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_nl).cast(),
+                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                );
+                if sent >= 0 {
+                    return Ok(());
+                }
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Receive one datagram of netlink messages into `buf`.
+    pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.resize(RECV_BUF, 0);
+        loop {
+            // SAFETY: `buf` has RECV_BUF writable bytes.
+            let got = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if got >= 0 {
+                buf.truncate(got as usize);
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+}
