@@ -1,11 +1,13 @@
 """Type stubs for the compiled engine (Rust, `rust/` and `core/`)."""
 
 from collections.abc import Iterator, Sequence
-from typing import final
+from typing import Any, final
 
 __all__ = [
     "__version__",
     "Conn",
+    "IpvsClient",
+    "IpvsError",
     "ConnTable",
     "Message",
     "SyncError",
@@ -20,6 +22,37 @@ __version__: str
 
 class SyncError(ValueError):
     """A message or connection that cannot be encoded."""
+
+class IpvsError(OSError):
+    """The kernel refused an IPVS operation (errno, message naming the operation
+    and object, e.g. "add service tcp 10.0.0.1:80: exists"), or IPVS is unavailable."""
+
+@final
+class IpvsClient:
+    """Generic-netlink connection to the IPVS family of this network namespace.
+
+    Objects are dicts of the kernel's numeric fields: services have af, protocol,
+    address, port, fwmark, scheduler, flags, timeout, netmask, pe_name, stats;
+    destinations have address, port, forward, weight, u_threshold, l_threshold,
+    tun_type, tun_port, tun_flags, active_conns, inactive_conns, persist_conns, stats.
+    """
+
+    def __new__(cls) -> IpvsClient: ...
+    def dump(self) -> list[dict[str, Any]]:
+        """Every service, each with a "destinations" list."""
+    def service(self, key: dict[str, Any]) -> dict[str, Any] | None: ...
+    def dests(self, key: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def daemons(self) -> list[dict[str, Any]]: ...
+    def timeouts(self) -> tuple[int, int, int]:
+        """(tcp, tcp_fin, udp) seconds."""
+    def info(self) -> tuple[int, int]:
+        """(version, connection table size)."""
+    def execute(self, ops: list[tuple[Any, ...]]) -> list[tuple[int, str] | None]:
+        """Apply operations in order, many per sendmsg: ("add_service", svc),
+        ("edit_service", svc), ("del_service", svc), ("add_dest", svc, dest),
+        ("edit_dest", svc, dest), ("del_dest", svc, dest), ("start_daemon", daemon),
+        ("stop_daemon", "master"|"backup"), ("set_timeouts", {tcp, tcp_fin, udp}),
+        ("zero", svc|None), ("flush",). Returns None or (errno, message) per op."""
 
 @final
 class Conn:

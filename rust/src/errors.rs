@@ -1,11 +1,21 @@
 //! The one place engine errors become Python exceptions.
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::PyErr;
+use understudy_core::ipvs;
 use understudy_core::wire::sync::EncodeError;
 
 create_exception!(_core, SyncError, PyValueError, "A message or connection that cannot be encoded.");
+create_exception!(_core, IpvsError, PyOSError, "The kernel refused an IPVS operation, or IPVS is unavailable.");
+
+/// `IpvsError(errno, "add service tcp 10.0.0.1:80: exists")`.
+pub fn ipvs_error(e: ipvs::Error) -> PyErr {
+    match e.errno() {
+        Some(errno) => IpvsError::new_err((errno, e.to_string())),
+        None => IpvsError::new_err(e.to_string()),
+    }
+}
 
 pub fn encode_error(e: EncodeError) -> PyErr {
     SyncError::new_err(e.to_string())

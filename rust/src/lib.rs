@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod ipvs;
 mod sync;
 mod table;
 
@@ -11,6 +12,8 @@ mod table;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("SyncError", m.py().get_type::<errors::SyncError>())?;
+    m.add("IpvsError", m.py().get_type::<errors::IpvsError>())?;
+    m.add_class::<ipvs::IpvsClient>()?;
     m.add_class::<sync::Conn>()?;
     m.add_class::<sync::Message>()?;
     m.add_class::<table::ConnTable>()?;
