@@ -113,7 +113,7 @@ def test_drain_gives_up_after_the_timeout():
     r.plan([want], [with_conns(svc, "192.168.1.12", active=3)])
     clock.t += 61
     (delete,) = r.plan([want], [with_conns(svc, "192.168.1.12", active=3, weight=0)])
-    assert delete.verb == "del_dest" and "3 connections left" in delete.why
+    assert delete.verb == "del_dest" and "3 active connections left" in delete.why
 
 
 def test_idle_destination_is_deleted_at_once():

@@ -84,7 +84,9 @@ class Destination:
 
     @property
     def connections(self) -> int:
-        return self.active_conns + self.inactive_conns
+        """Established connections: what a drain waits for. Closing ones
+        (TIME_WAIT lingers 120 s) count as inactive and are not waited for."""
+        return self.active_conns
 
     def with_weight(self, weight: int) -> Destination:
         return replace(self, weight=weight)

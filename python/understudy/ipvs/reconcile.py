@@ -73,13 +73,14 @@ class Reconciler:
             key = (svc.key, dest.key)
             started = self.draining.setdefault(key, now)
             if dest.connections == 0 or now - started >= self.drain_timeout:
-                why = "drained" if dest.connections == 0 else f"drain time over, {dest.connections} connections left"
+                why = "drained" if dest.connections == 0 else \
+                    f"drain time over, {dest.connections} active connections left"
                 deletes.append(Change("del_dest", svc, dest, why))
                 return True
             still_draining.add(key)
             if dest.weight != 0:
                 drains.append(Change("edit_dest", svc, dest.with_weight(0),
-                                     f"drain: weight {dest.weight} -> 0, {dest.connections} connections"))
+                                     f"drain: weight {dest.weight} -> 0, {dest.connections} active connections"))
             return False
 
         for key, svc in want.items():

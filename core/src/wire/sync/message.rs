@@ -200,11 +200,23 @@ impl<'a, F: Fn(&[u8]) -> bool> Entries<'a, F> {
         if rest.len() < V1_V4_LEN {
             return Err(Error::EntryTruncated);
         }
-        let size = ConnV1::new_unchecked(rest).size();
+        // The kernel reads version and type from the buffer before it
+        // compares the entry's size with the fixed part, so check in that order.
+        let head = ConnV1::new_unchecked(rest);
+        let size = head.size();
         if size > rest.len() {
             return Err(Error::EntryOverrun);
         }
-        let conn = ConnV1::new_checked(&rest[..size])?;
+        if head.entry_version() != 0 {
+            return Err(Error::EntryVersion);
+        }
+        if head.kind() != 0 && !head.is_ipv6() {
+            return Err(Error::EntryType);
+        }
+        if size < head.fixed_len() {
+            return Err(Error::EntryTooShort);
+        }
+        let conn = ConnV1::new_unchecked(&rest[..size]);
         let offset = self.pos;
         // Entries start on 4-byte boundaries relative to the message start.
         self.pos += (size + 3) & !3;
@@ -243,7 +255,10 @@ impl<'a, F: Fn(&[u8]) -> bool> Entries<'a, F> {
             if let Some(_data) = entry.pe_data {
                 entry.verdict = match entry.pe_name {
                     None => Verdict::Skip(SkipReason::PeDataWithoutName),
-                    Some(name) if !(self.pe_known)(name) => Verdict::Skip(SkipReason::UnknownPe),
+                    // The kernel looks the name up as a C string: it ends at the first NUL.
+                    Some(name) if !(self.pe_known)(name.split(|&b| b == 0).next().unwrap_or(name)) => {
+                        Verdict::Skip(SkipReason::UnknownPe)
+                    }
                     Some(_) => Verdict::Apply,
                 };
             }
