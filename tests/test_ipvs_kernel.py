@@ -227,7 +227,10 @@ def test_daemons_and_timeouts(ipvs):
     assert ipvs.timeouts() == {"tcp": 1000, "tcp_fin": 120, "udp": 200}
     assert "Timeout (tcp tcpfin udp): 1000 120 200" in sh("ipvsadm", "-L", "--timeout")
     ipvs.set_timeouts(tcp=900, udp=300)
-    assert ipvs.info()["version"] == "1.2.1"
+    assert ipvs.info() == {"version": "1.2.1", "conn_tab_size": 4096}
+    converge(ipvs, parse_state({"services": [WEB]}))
+    ipvs.flush()
+    assert ipvsadm_table() == {} and ipvs.dump() == []
 
 
 ECHO_SERVER = """
@@ -325,6 +328,22 @@ def test_drained_destination_keeps_its_connections(ipvs, topology):
     assert talk("open") == "opened"
     assert talk("send 1") == "rs2:ping"
     assert talk("send 0") == "rs1:ping"
+    # 64-bit counters agree with ipvsadm's, and zeroing resets them. (The
+    # kernel folds per-CPU counters into what it reports every 2 s.)
+    deadline = time.monotonic() + 10
+    while True:
+        ours = {d.address: d.stats for s in ipvs.dump() for d in s.destinations}
+        if ours["192.168.1.11"]["conns"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    exact = sh("ipvsadm", "-Ln", "--stats", "--exact")
+    for address in ("192.168.1.11", "192.168.1.12"):
+        conns, inpkts, outpkts = re.search(rf"{address}:8000\s+(\d+)\s+(\d+)\s+(\d+)", exact).groups()
+        assert (ours[address]["conns"], ours[address]["inpkts"], ours[address]["outpkts"]) == \
+            (int(conns), int(inpkts), int(outpkts))
+    assert ours["192.168.1.11"]["conns"] == 1 and ours["192.168.1.11"]["inpkts"] >= 5
+    ipvs.zero()
+    assert all(d.stats["conns"] == 0 for s in ipvs.dump() for d in s.destinations)
     # Once its connection is gone, the drained server is deleted.
     assert talk("close 0") == "closed"
     deadline = time.monotonic() + 30

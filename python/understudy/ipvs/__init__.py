@@ -83,6 +83,14 @@ class Ipvs:
         """Seconds; 0 leaves a timeout unchanged."""
         self._run(("set_timeouts", {"tcp": tcp, "tcp_fin": tcp_fin, "udp": udp}))
 
+    def zero(self, service: Service | None = None) -> None:
+        """Reset the counters of one service (and its real servers), or of all."""
+        self._run(("zero", service.to_kernel() if service else None))
+
+    def flush(self) -> None:
+        """Delete every service. Reconcile never does this; it is for operators."""
+        self._run(("flush",))
+
     def info(self) -> dict[str, Any]:
         version, size = self._client.info()
         return {"version": f"{version >> 16}.{version >> 8 & 255}.{version & 255}", "conn_tab_size": size}

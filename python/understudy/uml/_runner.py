@@ -230,6 +230,8 @@ mount -t sysfs sysfs /sys
 [ -c /dev/ttyS2 ] || mount -t devtmpfs devtmpfs /dev
 stty -F /dev/ttyS2 raw -echo 2>/dev/null
 ctl "stage init"
+# Let tests mark their boundaries in the kernel log without being rate-limited.
+echo on > /proc/sys/kernel/printk_devkmsg 2>/dev/null
 # A private /run: `ip netns add` must not touch the host's /run/netns.
 mount -t tmpfs -o mode=0755 tmpfs /run || fail "mount tmpfs on /run"
 mkdir -p /dev/shm /dev/pts || fail "mkdir /dev/shm /dev/pts"
