@@ -23,7 +23,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn messages<'a>(doc: &'a Value, name: &str, dir: &str) -> Vec<Vec<u8>> {
+fn messages(doc: &Value, name: &str, dir: &str) -> Vec<Vec<u8>> {
     let case = doc["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}"));
     case["messages"].as_array().unwrap().iter().filter(|m| m["dir"] == dir).map(|m| hex(m["hex"].as_str().unwrap())).collect()
 }
