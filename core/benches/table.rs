@@ -85,7 +85,8 @@ fn memory(n: u64) {
         naive_bytes = naive.bytes();
     }
     let per = table.memory_bytes() as f64 / n as f64;
-    let naive = if naive_bytes > 0 { format!(", naive HashMap {:.0} B", naive_bytes as f64 / n as f64) } else { String::new() };
+    let naive =
+        if naive_bytes > 0 { format!(", naive HashMap {:.0} B", naive_bytes as f64 / n as f64) } else { String::new() };
     println!(
         "{:<52} {per:>10.1} B/conn   (RSS delta {:.1} B/conn{naive})",
         format!("memory per IPv4 connection at {}M", n >> 20),
@@ -94,7 +95,11 @@ fn memory(n: u64) {
     let start = Instant::now();
     let expired = table.expire(1 + 10_000);
     assert_eq!(expired as u64, n);
-    println!("{:<52} {:>10.2} Mentries/s", format!("expire all {}M", n >> 20), n as f64 / start.elapsed().as_secs_f64() / 1e6);
+    println!(
+        "{:<52} {:>10.2} Mentries/s",
+        format!("expire all {}M", n >> 20),
+        n as f64 / start.elapsed().as_secs_f64() / 1e6
+    );
 }
 
 fn main() {

@@ -69,16 +69,36 @@ pub const TEMPLATE_STATES: u16 = 2;
 pub const TEMPLATE_DEFAULT_TIMEOUT: u32 = 180;
 
 const TCP_STATES: [&str; 11] = [
-    "NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE", "CLOSE_WAIT",
-    "LAST_ACK", "LISTEN", "SYNACK",
+    "NONE",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "SYNACK",
 ];
 /// `tcp_timeouts` in `ip_vs_proto_tcp.c`, seconds.
 const TCP_TIMEOUTS: [u32; 11] = [2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120];
 
 const SCTP_STATES: [&str; 14] = [
-    "NONE", "INIT1", "INIT", "COOKIE_SENT", "COOKIE_REPLIED", "COOKIE_WAIT", "COOKIE",
-    "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT", "SHUTDOWN_RECEIVED", "SHUTDOWN_ACK_SENT",
-    "REJECTED", "CLOSED",
+    "NONE",
+    "INIT1",
+    "INIT",
+    "COOKIE_SENT",
+    "COOKIE_REPLIED",
+    "COOKIE_WAIT",
+    "COOKIE",
+    "COOKIE_ECHOED",
+    "ESTABLISHED",
+    "SHUTDOWN_SENT",
+    "SHUTDOWN_RECEIVED",
+    "SHUTDOWN_ACK_SENT",
+    "REJECTED",
+    "CLOSED",
 ];
 /// `sctp_timeouts` in `ip_vs_proto_sctp.c` (6.1): IP_VS_SCTP_MAX_RTO is 61 s.
 const SCTP_TIMEOUTS: [u32; 14] = [2, 4, 61, 61, 61, 61, 61, 61, 900, 61, 61, 61, 4, 61];
@@ -128,9 +148,7 @@ pub fn state_name(protocol: u8, template: bool, state: u16) -> String {
             other => other.to_string(),
         };
     }
-    info(protocol)
-        .and_then(|p| p.states.get(state as usize).copied())
-        .map_or_else(|| state.to_string(), str::to_string)
+    info(protocol).and_then(|p| p.states.get(state as usize).copied()).map_or_else(|| state.to_string(), str::to_string)
 }
 
 /// Timeout in seconds a kernel backup gives an entry that arrived without one

@@ -25,7 +25,13 @@ fn ip(s: &str) -> IpAddr {
 
 fn messages(doc: &Value, name: &str, dir: &str) -> Vec<Vec<u8>> {
     let case = doc["cases"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name}"));
-    case["messages"].as_array().unwrap().iter().filter(|m| m["dir"] == dir).map(|m| hex(m["hex"].as_str().unwrap())).collect()
+    case["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["dir"] == dir)
+        .map(|m| hex(m["hex"].as_str().unwrap()))
+        .collect()
 }
 
 fn tcp_80() -> ServiceKey {
@@ -60,7 +66,13 @@ fn requests_match_the_recorded_bytes() {
         ..Dest::new(ip("192.168.10.14"), 80)
     };
     let droute = Dest { forward: forward::DROUTE, weight: 3, ..Dest::new(ip("2001:db8::10"), 53) };
-    let backup = Daemon { maxlen: 1400, group: Some(ip("239.1.2.3")), port: 9000, ttl: 2, ..Daemon::new(DaemonState::Backup, "lo", 5) };
+    let backup = Daemon {
+        maxlen: 1400,
+        group: Some(ip("239.1.2.3")),
+        port: 9000,
+        ttl: 2,
+        ..Daemon::new(DaemonState::Backup, "lo", 5)
+    };
     let cases = [
         ("NEW_SERVICE tcp 10.0.0.1:80 rr", Op::AddService(rr)),
         ("NEW_SERVICE fwmark 7 wlc persistent 300 /24", Op::AddService(fwmark)),
@@ -98,12 +110,17 @@ fn replies_parse_to_what_was_configured() {
     assert_eq!((fw.flags, fw.timeout, fw.netmask), (svc_flags::PERSISTENT, 300, 0xffff_ff00));
     assert!(fw.stats.is_some());
 
-    let dests: Vec<Dest> =
-        messages(&doc, "GET_DEST dump tcp 10.0.0.1:80", "reply").iter().filter_map(|m| parse_dest_reply(&m[16..], AF_INET)).collect();
+    let dests: Vec<Dest> = messages(&doc, "GET_DEST dump tcp 10.0.0.1:80", "reply")
+        .iter()
+        .filter_map(|m| parse_dest_reply(&m[16..], AF_INET))
+        .collect();
     assert_eq!(dests.len(), 2);
     // Newest first, as the kernel lists them.
     assert_eq!(dests[0].addr, ip("192.168.10.14"));
-    assert_eq!((dests[0].forward, dests[0].tun_type, dests[0].tun_port, dests[0].tun_flags), (forward::TUNNEL, 1, 6080, 1));
+    assert_eq!(
+        (dests[0].forward, dests[0].tun_type, dests[0].tun_port, dests[0].tun_flags),
+        (forward::TUNNEL, 1, 6080, 1)
+    );
     assert_eq!((dests[0].weight, dests[0].u_threshold, dests[0].l_threshold), (2, 100, 10));
     // Weight 0: the dump was taken after "SET_DEST ... weight 0".
     assert_eq!((dests[1].port, dests[1].forward, dests[1].weight), (8080, forward::MASQ, 0));

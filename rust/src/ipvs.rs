@@ -11,7 +11,11 @@ use understudy_core::ipvs::{Client, Daemon, DaemonState, Dest, Op, Service, Serv
 use crate::errors;
 use crate::sync::parse_addr;
 
-fn get<'py, T: for<'a> FromPyObject<'a, 'py, Error = PyErr>>(d: &Bound<'py, PyDict>, key: &str, default: T) -> PyResult<T> {
+fn get<'py, T: for<'a> FromPyObject<'a, 'py, Error = PyErr>>(
+    d: &Bound<'py, PyDict>,
+    key: &str,
+    default: T,
+) -> PyResult<T> {
     match d.get_item(key)? {
         Some(v) if !v.is_none() => v.extract(),
         _ => Ok(default),
@@ -95,7 +99,11 @@ fn op(item: &Bound<'_, PyTuple>) -> PyResult<Op> {
         "stop_daemon" => Op::StopDaemon(daemon_state(&item.get_item(1)?.extract::<String>()?)?),
         "set_timeouts" => {
             let t = arg(1)?;
-            Op::SetTimeouts(Timeouts { tcp: get(&t, "tcp", 0)?, tcp_fin: get(&t, "tcp_fin", 0)?, udp: get(&t, "udp", 0)? })
+            Op::SetTimeouts(Timeouts {
+                tcp: get(&t, "tcp", 0)?,
+                tcp_fin: get(&t, "tcp_fin", 0)?,
+                udp: get(&t, "udp", 0)?,
+            })
         }
         "zero" if item.len() > 1 && !item.get_item(1)?.is_none() => Op::Zero(Some(service_key(&arg(1)?)?)),
         "zero" => Op::Zero(None),

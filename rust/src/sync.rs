@@ -292,8 +292,7 @@ pub fn decode(datagram: &[u8], pe_names: Option<Vec<String>>) -> Message {
 #[pyo3(signature = (datagrams, pe_names=None))]
 pub fn decode_many(py: Python<'_>, datagrams: Vec<PyBackedBytes>, pe_names: Option<Vec<String>>) -> Vec<Message> {
     let pe_names = pe_names_or_default(pe_names);
-    let decoded: Vec<Decoded> =
-        py.detach(|| datagrams.iter().map(|d| sync::decode(d, pe_filter(&pe_names))).collect());
+    let decoded: Vec<Decoded> = py.detach(|| datagrams.iter().map(|d| sync::decode(d, pe_filter(&pe_names))).collect());
     decoded.into_iter().map(|decoded| Message { decoded }).collect()
 }
 

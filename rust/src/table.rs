@@ -65,13 +65,27 @@ impl ConnTable {
     }
 
     #[pyo3(signature = (protocol, caddr, cport, vaddr, vport, template=false))]
-    fn get(&self, protocol: u8, caddr: &str, cport: u16, vaddr: &str, vport: u16, template: bool) -> PyResult<Option<Conn>> {
+    fn get(
+        &self,
+        protocol: u8,
+        caddr: &str,
+        cport: u16,
+        vaddr: &str,
+        vport: u16,
+        template: bool,
+    ) -> PyResult<Option<Conn>> {
         let record = self.inner.get(protocol, parse_addr(caddr)?, cport, parse_addr(vaddr)?, vport, template);
         Ok(record.map(|r| Conn::from_repr(r.conn, Some(r.expires))))
     }
 
     #[pyo3(signature = (version=1, syncid=0, max_len=1472))]
-    fn encode<'py>(&self, py: Python<'py>, version: u8, syncid: u8, max_len: usize) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        version: u8,
+        syncid: u8,
+        max_len: usize,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let version = parse_version(version)?;
         let inner = &self.inner;
         let datagrams = py.detach(|| inner.encode(version, syncid, max_len));

@@ -28,7 +28,12 @@ pub fn rate(items: u64, mut f: impl FnMut()) -> f64 {
 
 pub fn report(name: &str, unit: &str, value: f64, baseline: Option<(&str, f64)>) {
     match baseline {
-        Some((what, base)) => println!("{name:<52} {:>10.2} M{unit}/s   ({what}: {:.2} M{unit}/s, ratio {:.2}x)", value / 1e6, base / 1e6, value / base),
+        Some((what, base)) => println!(
+            "{name:<52} {:>10.2} M{unit}/s   ({what}: {:.2} M{unit}/s, ratio {:.2}x)",
+            value / 1e6,
+            base / 1e6,
+            value / base
+        ),
         None => println!("{name:<52} {:>10.2} M{unit}/s", value / 1e6),
     }
 }

@@ -103,7 +103,9 @@ impl Op {
             Op::StartDaemon(d) => w.nest(top::DAEMON, |w| d.write(w)),
             Op::StopDaemon(state) => w.nest(top::DAEMON, |w| w.u32(1, *state as u32)),
             Op::SetTimeouts(t) => {
-                for (kind, v) in [(top::TIMEOUT_TCP, t.tcp), (top::TIMEOUT_TCP_FIN, t.tcp_fin), (top::TIMEOUT_UDP, t.udp)] {
+                for (kind, v) in
+                    [(top::TIMEOUT_TCP, t.tcp), (top::TIMEOUT_TCP_FIN, t.tcp_fin), (top::TIMEOUT_UDP, t.udp)]
+                {
                     if v != 0 {
                         w.u32(kind, v);
                     }
@@ -144,11 +146,9 @@ impl Op {
             libc::EPERM => "permission denied (needs CAP_NET_ADMIN)".into(),
             libc::ENODEV => "no such interface".into(),
             libc::EAFNOSUPPORT => "address family not supported".into(),
-            libc::EINVAL if dest_op => {
-                "invalid (address not unicast, mixed address families without tunnelling, \
+            libc::EINVAL if dest_op => "invalid (address not unicast, mixed address families without tunnelling, \
                  or no IPv4 address configured in this namespace)"
-                    .into()
-            }
+                .into(),
             libc::EINVAL => "invalid argument".into(),
             e => io::Error::from_raw_os_error(e).to_string(),
         }
@@ -159,7 +159,11 @@ impl Op {
 #[derive(Debug)]
 pub enum Error {
     /// The kernel refused an operation.
-    Kernel { op: String, errno: i32, reason: String },
+    Kernel {
+        op: String,
+        errno: i32,
+        reason: String,
+    },
     /// IPVS is not there (module not loaded, or no generic-netlink family).
     Unavailable(String),
     Io(io::Error),
@@ -245,7 +249,9 @@ impl Client {
             w.str(CTRL_ATTR_FAMILY_NAME, "IPVS")
         });
         let answers = client.exchange(&request.1, request.0, false).map_err(|e| match e.errno() {
-            Some(libc::ENOENT) => Error::Unavailable("no IPVS generic-netlink family (is the ip_vs module loaded?)".into()),
+            Some(libc::ENOENT) => {
+                Error::Unavailable("no IPVS generic-netlink family (is the ip_vs module loaded?)".into())
+            }
             _ => e,
         })?;
         client.family = answers
@@ -295,7 +301,13 @@ impl Client {
         }
     }
 
-    fn query(&mut self, command: u8, dump: bool, what: &str, fill: impl FnOnce(&mut Writer<'_>)) -> Result<Vec<Vec<u8>>, Error> {
+    fn query(
+        &mut self,
+        command: u8,
+        dump: bool,
+        what: &str,
+        fill: impl FnOnce(&mut Writer<'_>),
+    ) -> Result<Vec<Vec<u8>>, Error> {
         let flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
         let family = self.family;
         let (seq, request) = self.message(family, flags, command, fill);
@@ -306,9 +318,9 @@ impl Client {
     }
 
     fn nests(replies: &[Vec<u8>], kind: u16) -> impl Iterator<Item = Attr<'_>> {
-        replies
-            .iter()
-            .flat_map(move |body| Attrs { rest: body.get(GENL_HDRLEN..).unwrap_or(&[]) }.filter(move |a| a.kind == kind))
+        replies.iter().flat_map(move |body| {
+            Attrs { rest: body.get(GENL_HDRLEN..).unwrap_or(&[]) }.filter(move |a| a.kind == kind)
+        })
     }
 
     /// Every service of the namespace (without destinations).
@@ -319,7 +331,9 @@ impl Client {
 
     /// One service, or `None` if the kernel has no such service.
     pub fn service(&mut self, key: &ServiceKey) -> Result<Option<Service>, Error> {
-        match self.query(cmd::GET_SERVICE, false, &format!("get service {key}"), |w| w.nest(top::SERVICE, |w| key.write(w))) {
+        match self
+            .query(cmd::GET_SERVICE, false, &format!("get service {key}"), |w| w.nest(top::SERVICE, |w| key.write(w)))
+        {
             Ok(replies) => Ok(Self::nests(&replies, top::SERVICE).find_map(|a| Service::parse(a.nested()))),
             Err(e) if e.errno() == Some(libc::ESRCH) => Ok(None),
             Err(e) => Err(e),
@@ -410,7 +424,9 @@ impl Client {
                 }
                 Err(e) => {
                     let text = e.to_string();
-                    results.extend(ops[start..end].iter().map(|op| Err(Error::Protocol(format!("{}: {text}", op.describe())))));
+                    results.extend(
+                        ops[start..end].iter().map(|op| Err(Error::Protocol(format!("{}: {text}", op.describe())))),
+                    );
                 }
             }
             start = end;
@@ -437,7 +453,6 @@ impl Client {
         }
         Ok(codes.into_iter().map(|c| c.unwrap_or(0)).collect())
     }
-
 }
 
 /// One request: netlink header, generic-netlink header, attributes.

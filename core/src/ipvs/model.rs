@@ -142,7 +142,9 @@ impl ServiceKey {
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServiceKey::Addr { protocol, addr, port } => write!(f, "{} {}", protocol_name(*protocol), endpoint(addr, *port)),
+            ServiceKey::Addr { protocol, addr, port } => {
+                write!(f, "{} {}", protocol_name(*protocol), endpoint(addr, *port))
+            }
             ServiceKey::Fwmark { af, mark } if *af == AF_INET6 => write!(f, "fwmark {mark} (inet6)"),
             ServiceKey::Fwmark { mark, .. } => write!(f, "fwmark {mark}"),
         }

@@ -129,11 +129,8 @@ impl ConnTable {
         state.stats.datagrams += 1;
         let tick = state.tick(now);
         let mut outcome = Outcome::default();
-        let message = if bytes.len() > self.config.max_len {
-            Err(Error::Oversize)
-        } else {
-            Message::new_checked(bytes)
-        };
+        let message =
+            if bytes.len() > self.config.max_len { Err(Error::Oversize) } else { Message::new_checked(bytes) };
         let message = match message {
             Ok(m) => m,
             Err(e) => {
@@ -195,7 +192,15 @@ impl ConnTable {
     }
 
     /// Look a connection up by the kernel's key.
-    pub fn get(&self, protocol: u8, caddr: IpAddr, cport: u16, vaddr: IpAddr, vport: u16, template: bool) -> Option<Record> {
+    pub fn get(
+        &self,
+        protocol: u8,
+        caddr: IpAddr,
+        cport: u16,
+        vaddr: IpAddr,
+        vport: u16,
+        template: bool,
+    ) -> Option<Record> {
         let id = match (caddr, vaddr) {
             (IpAddr::V4(c), IpAddr::V4(v)) => {
                 let key = Key { protocol, template, caddr: c.octets(), cport, vaddr: v.octets(), vport };
@@ -372,7 +377,11 @@ impl State {
         let key: Key<A> = key_of(e);
         let daddr = A::from_slice(addr_bytes(c, 2));
         let pe_keyed = template && e.pe_data.is_some();
-        let pe_key = pe_keyed.then(|| PeKey { key: A::widen(key), ipv6: A::IPV6, pe_data: e.pe_data.unwrap_or_default().into() });
+        let pe_key = pe_keyed.then(|| PeKey {
+            key: A::widen(key),
+            ipv6: A::IPV6,
+            pe_data: e.pe_data.unwrap_or_default().into(),
+        });
 
         let mut found = match &pe_key {
             Some(k) => self.pe_index.get(k).copied(),
@@ -475,7 +484,19 @@ impl State {
 }
 
 fn repr_of<A: Addr>(s: &Slot<A>, ip: impl Fn(&A) -> IpAddr) -> ConnRepr {
-    ConnRepr::new(s.protocol, ip(&s.caddr), s.cport, ip(&s.vaddr), s.vport, ip(&s.daddr), s.dport, s.flags, s.state, s.fwmark, s.timeout)
+    ConnRepr::new(
+        s.protocol,
+        ip(&s.caddr),
+        s.cport,
+        ip(&s.vaddr),
+        s.vport,
+        ip(&s.daddr),
+        s.dport,
+        s.flags,
+        s.state,
+        s.fwmark,
+        s.timeout,
+    )
 }
 
 /// The kernel's lookup key of an entry.
@@ -508,7 +529,14 @@ fn widen(key: Key<[u8; 4]>) -> Key<[u8; 16]> {
         o[..4].copy_from_slice(&a);
         o
     };
-    Key { protocol: key.protocol, template: key.template, caddr: w(key.caddr), cport: key.cport, vaddr: w(key.vaddr), vport: key.vport }
+    Key {
+        protocol: key.protocol,
+        template: key.template,
+        caddr: w(key.caddr),
+        cport: key.cport,
+        vaddr: w(key.vaddr),
+        vport: key.vport,
+    }
 }
 
 /// Per-family access to the table's stores.

@@ -32,7 +32,16 @@ impl MessageBuilder {
     /// `max_len` is clamped to what the 16-bit size field can describe.
     pub fn new(version: Version, syncid: u8, max_len: usize) -> Self {
         let max_len = max_len.min(usize::from(u16::MAX));
-        MessageBuilder { version, syncid, max_len, buf: Vec::new(), ends: Vec::new(), start: 0, capacity: 0, nr_conns: 0 }
+        MessageBuilder {
+            version,
+            syncid,
+            max_len,
+            buf: Vec::new(),
+            ends: Vec::new(),
+            start: 0,
+            capacity: 0,
+            nr_conns: 0,
+        }
     }
 
     /// Add one connection.

@@ -221,7 +221,14 @@ impl<'a, F: Fn(&[u8]) -> bool> Entries<'a, F> {
         // Entries start on 4-byte boundaries relative to the message start.
         self.pos += (size + 3) & !3;
 
-        let mut entry = Entry { offset, conn: ConnView::V1(conn.clone()), verdict: Verdict::Apply, seq: None, pe_data: None, pe_name: None };
+        let mut entry = Entry {
+            offset,
+            conn: ConnView::V1(conn.clone()),
+            verdict: Verdict::Apply,
+            seq: None,
+            pe_data: None,
+            pe_name: None,
+        };
         let options: &'a [u8] = &rest[conn.fixed_len()..size];
         for option in Options::new(options) {
             let option = option?;

@@ -19,8 +19,8 @@ mod option;
 mod repr;
 
 pub use builder::{MessageBuilder, DEFAULT_MAX_LEN};
-pub use decoded::{decode, DecodeError, Decoded, DecodedEntry, V1Framing};
 pub use conn::{ConnV0, ConnV1, SEQ_BLOCK_LEN, TYPE_INET6, V0_CONN_LEN, V1_V4_LEN, V1_V6_LEN};
+pub use decoded::{decode, DecodeError, Decoded, DecodedEntry, V1Framing};
 pub use error::{EncodeError, Error, SkipReason};
 pub use header::{Header, HeaderRepr, Version, SYNC_PROTO_VER, V0_HEADER_LEN, V1_HEADER_LEN};
 pub use message::{in_tree_pe, ConnView, Entries, Entry, Message, Verdict};

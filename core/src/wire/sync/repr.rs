@@ -57,17 +57,29 @@ impl ConnRepr {
         fwmark: u32,
         timeout: u32,
     ) -> Self {
-        ConnRepr { protocol, flags, state, cport, vport, dport, fwmark, timeout, caddr, vaddr, daddr, options: Vec::new() }
+        ConnRepr {
+            protocol,
+            flags,
+            state,
+            cport,
+            vport,
+            dport,
+            fwmark,
+            timeout,
+            caddr,
+            vaddr,
+            daddr,
+            options: Vec::new(),
+        }
     }
 
     /// Parse a validated entry (see [`Message::entries`]).
     pub fn parse(entry: &Entry<'_>) -> ConnRepr {
         let c = &entry.conn;
         let options = match c {
-            ConnView::V0(_) => entry
-                .seq
-                .map(|s| vec![OptionRepr { kind: OPT_SEQ_DATA, data: s.to_be().to_vec() }])
-                .unwrap_or_default(),
+            ConnView::V0(_) => {
+                entry.seq.map(|s| vec![OptionRepr { kind: OPT_SEQ_DATA, data: s.to_be().to_vec() }]).unwrap_or_default()
+            }
             ConnView::V1(v) if v.options().is_empty() => Vec::new(),
             ConnView::V1(v) => super::option::Options::new(v.options())
                 .map_while(Result::ok)
@@ -250,4 +262,3 @@ impl MessageRepr {
         Ok(buf)
     }
 }
-
