@@ -1,6 +1,7 @@
 """`python -m understudy.uml [options] [--] [COMMAND...]`: run COMMAND in a fresh guest.
 
-Without a command, an interactive shell in the guest (type `exit` to power it off).
+Without a command (or with -i), an interactive shell (or COMMAND) on this terminal;
+type `exit` to power the guest off.
 The exit status is the command's; 125 when the guest could not boot, 124 on timeout.
 """
 
@@ -17,9 +18,11 @@ from understudy.uml._runner import DEFAULT_MODULES, UmlUnavailable, run
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the guest, print timings to stderr, return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m understudy.uml", description=__doc__.split("\n")[0])
-    parser.add_argument("--timeout", type=float, default=None, help="kill the guest after this many seconds")
+    parser.add_argument("--timeout", type=float, default=None, help="kill the guest after the command ran this long")
+    parser.add_argument("--boot-timeout", type=float, default=120.0, help="give up if the guest is not ready by then")
     parser.add_argument("--mem", default="512M", help="guest RAM (default 512M)")
     parser.add_argument("--modules", default=",".join(DEFAULT_MODULES), help="modules to load, comma-separated")
+    parser.add_argument("-i", "--interactive", action="store_true", help="attach COMMAND to this terminal")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (init script, dmesg, status)")
     parser.add_argument("--dmesg", action="store_true", help="print the guest kernel log after the command")
     parser.add_argument("-C", "--cwd", default=None, help="directory to run in (default: the current one)")
@@ -28,11 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
-    interactive = not command
-    if interactive:
+    interactive = args.interactive or not command
+    if not command:
         command = [os.environ.get("SHELL") or "/bin/sh"]
+    if interactive:
         if not os.isatty(0):
-            print("understudy.uml: no command given and stdin is not a terminal", file=sys.stderr)
+            print("understudy.uml: interactive, but stdin is not a terminal", file=sys.stderr)
             return 2
     modules = [m for m in args.modules.split(",") if m]
     try:
@@ -40,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command,
             cwd=args.cwd,
             timeout=args.timeout,
+            boot_timeout=args.boot_timeout,
             mem=args.mem,
             modules=modules,
             echo=True,

@@ -274,9 +274,10 @@ rc=$?
 wait $c1 $c2
 (exit $rc)"""
 
-_COMMAND_INTERACTIVE = r"""stty -F /dev/ttyS0 sane @@STTY@@
+_COMMAND_INTERACTIVE = r"""exec 3<>/dev/ttyS0
+stty sane @@STTY@@ <&3
 ctl "stage ready"
-setsid -w -c env -i @@ENV@@ @@ARGV@@ < /dev/ttyS0 > /dev/ttyS0 2>&1"""
+setsid -w -c env -i @@ENV@@ @@ARGV@@ <&3 >&3 2>&3 3>&-"""
 
 
 def _fill(template: str, values: Mapping[str, str]) -> str:
@@ -306,6 +307,7 @@ def run(
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = 600.0,
+    boot_timeout: float = 120.0,
     mem: str = "512M",
     modules: Sequence[str] = DEFAULT_MODULES,
     echo: bool = False,
@@ -318,13 +320,14 @@ def run(
 
     `cwd` defaults to the current directory and `env` to this process's environment
     (PATH gets the guest's modprobe wrapper first; UNDERSTUDY_IN_GUEST=1 is added).
-    `timeout` bounds the whole run, boot included: the guest is then killed and the
-    result has `timed_out` set. `echo` copies the command's output to this process's
-    stdout/stderr as it arrives (it is captured either way). `interactive` connects
-    the command to this terminal instead (for a shell in the guest; nothing is
-    captured). `keep` (default: $UNDERSTUDY_UML_KEEP) keeps the run's directory
-    (init script, status, dmesg) and reports it in `workdir`. Guest RAM is a file in
-    `tmpdir` (default: the system temp dir), which needs room for `mem`.
+    `timeout` bounds the command (None: no limit): the guest is then killed and the
+    result has `timed_out` set. `boot_timeout` bounds the boot and setup before it.
+    `echo` copies the command's output to this process's stdout/stderr as it arrives
+    (it is captured either way). `interactive` connects the command to this terminal
+    instead (for a shell in the guest; nothing is captured). `keep` (default:
+    $UNDERSTUDY_UML_KEEP) keeps the run's directory (init script, status, dmesg) and
+    reports it in `workdir`. The run's directory, and with it the guest's RAM file,
+    is made in `tmpdir` (default: the system temp dir), which needs room for `mem`.
 
     Raises UmlUnavailable when the guest cannot boot or set itself up.
     """
@@ -342,12 +345,15 @@ def run(
     workdir = Path(tempfile.mkdtemp(prefix="understudy-uml-", dir=tmpdir))
     umid = f"understudy-{os.getpid()}-{secrets.token_hex(4)}"
     try:
+        if any(c.isspace() for c in str(workdir)):
+            raise UmlUnavailable([f"{workdir} contains whitespace, which the kernel command line cannot carry"])
         free = shutil.disk_usage(workdir).free
         if free < mem_bytes:
             raise UmlUnavailable(
                 [f"{workdir.parent} has {free >> 20} MiB free, the guest's RAM file needs mem={mem} (set TMPDIR)"]
             )
-        return _boot(argv, info, workdir, umid, workdir_cwd, env, timeout, mem, modules, echo, interactive, keep)
+        limits = (boot_timeout, timeout)
+        return _boot(argv, info, workdir, umid, workdir_cwd, env, limits, mem, modules, echo, interactive, keep)
     finally:
         # With uml_dir in the run's directory nothing lands in ~/.uml; an old-style
         # leftover is still removed in case a wrapper overrode it.
@@ -363,7 +369,7 @@ def _boot(
     umid: str,
     cwd: Path,
     env: Mapping[str, str] | None,
-    timeout: float | None,
+    limits: tuple[float, float | None],
     mem: str,
     modules: Sequence[str],
     echo: bool,
@@ -452,7 +458,7 @@ def _boot(
     readers["process"] = proc.stdout.fileno()
     try:
         pump = _Pump(readers, echo=echo)
-        timed_out = pump.run(proc, None if timeout is None else start + timeout)
+        timed_out = pump.run(proc, start, *limits)
     finally:
         if proc.poll() is None:
             _kill(proc)
@@ -476,7 +482,7 @@ def _boot(
     ready = pump.stages.get("ready")
     if ready is None:
         if timed_out:
-            reason = f"the guest did not get ready within {timeout} s"
+            reason = f"the guest did not get ready within {limits[0]} s (boot_timeout)"
         elif errors:
             reason = "guest setup failed: " + " / ".join(errors)
         elif "init" not in pump.stages:
@@ -539,8 +545,9 @@ class _Pump:
     def text(self) -> dict[str, str]:
         return {name: "".join(parts) for name, parts in self.chunks.items()}
 
-    def run(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bool:
-        """Pump until every channel closes; kill the guest at `deadline`. True if killed."""
+    def run(self, proc: subprocess.Popen[bytes], start: float, boot_timeout: float, timeout: float | None) -> bool:
+        """Pump until every channel closes; kill the guest when the boot or the command
+        overruns its limit. True if killed."""
         timed_out = False
         exited_at: float | None = None
         with selectors.DefaultSelector() as sel:
@@ -549,6 +556,11 @@ class _Pump:
                 sel.register(fd, selectors.EVENT_READ, name)
             while sel.get_map():
                 now = time.monotonic()
+                ready = self.stages.get("ready")
+                if ready is None:
+                    deadline: float | None = start + boot_timeout
+                else:
+                    deadline = None if timeout is None else ready + timeout
                 if deadline is not None and now >= deadline and not timed_out:
                     timed_out = True
                     _kill(proc)

@@ -75,7 +75,9 @@ class Netns:
             )
         return result
 
-    def popen(self, *command: str, stdout: int | None = subprocess.PIPE, stderr: int | None = subprocess.PIPE) -> subprocess.Popen[str]:
+    def popen(
+        self, *command: str, stdout: int | None = subprocess.PIPE, stderr: int | None = subprocess.PIPE
+    ) -> subprocess.Popen[str]:
         """Start `command` in this namespace in the background; killed at cleanup."""
         proc = subprocess.Popen(self.argv(*command), stdout=stdout, stderr=stderr, text=True)
         self._procs.append(proc)
