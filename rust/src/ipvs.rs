@@ -201,10 +201,18 @@ impl IpvsClient {
         Ok(IpvsClient { inner: Client::open().map_err(errors::ipvs_error)? })
     }
 
-    /// Every service, each with a "destinations" list.
-    fn dump<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    /// Every service, each with a "destinations" list; `stats=False` leaves
+    /// the statistics out (None), which reconcile does not need.
+    #[pyo3(signature = (stats=true))]
+    fn dump<'py>(&mut self, py: Python<'py>, stats: bool) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let inner = &mut self.inner;
-        let table = py.detach(|| inner.dump()).map_err(errors::ipvs_error)?;
+        let mut table = py.detach(|| inner.dump()).map_err(errors::ipvs_error)?;
+        if !stats {
+            for (s, dests) in &mut table {
+                s.stats = None;
+                dests.iter_mut().for_each(|d| d.stats = None);
+            }
+        }
         table
             .iter()
             .map(|(s, dests)| {

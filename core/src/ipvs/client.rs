@@ -349,7 +349,9 @@ impl Client {
         Ok(Self::nests(&replies, top::DEST).filter_map(|a| Dest::parse(a.nested(), af)).collect())
     }
 
-    /// Every service with its destinations.
+    /// Every service with its destinations. (One destination dump per
+    /// service: a dump keeps the socket busy until it is read to its end, so
+    /// the kernel refuses to run several from one `sendmsg`.)
     pub fn dump(&mut self) -> Result<Vec<(Service, Vec<Dest>)>, Error> {
         let services = self.services()?;
         services.into_iter().map(|s| Ok((s.clone(), self.dests(&s.key)?))).collect()

@@ -122,7 +122,7 @@ def _apply(args: argparse.Namespace) -> int:
         ipvs = _open()
         reconciler = Reconciler(drain_timeout=args.drain_timeout, prune=args.prune)
         if args.dry_run:
-            changes = reconciler.plan(desired, ipvs.dump())
+            changes = reconciler.plan(desired, ipvs.dump(stats=False))
             for change in changes:
                 print(change)
             if not changes:

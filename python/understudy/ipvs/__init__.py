@@ -48,9 +48,9 @@ class Ipvs:
         self._client = IpvsClient()
         self._daemon_started: dict[str, float] = {}
 
-    def dump(self) -> list[Service]:
-        """Every service with its destinations, counters and statistics."""
-        return [Service.from_kernel(s) for s in self._client.dump()]
+    def dump(self, stats: bool = True) -> list[Service]:
+        """Every service with its destinations and counters (and statistics, unless told not to)."""
+        return [Service.from_kernel(s) for s in self._client.dump(stats)]
 
     def execute(self, changes: Sequence[Change]) -> None:
         """Apply changes in order, in batches; raise once with every failure."""
@@ -109,7 +109,7 @@ def converge(ipvs: Ipvs, desired: Iterable[Service], *, reconciler: Reconciler |
     desired = list(desired)
     applied: list[Change] = []
     while True:
-        changes = reconciler.plan(desired, ipvs.dump())
+        changes = reconciler.plan(desired, ipvs.dump(stats=False))
         if changes:
             ipvs.execute(changes)
             applied.extend(changes)
