@@ -6,4 +6,5 @@
 pub mod ipvs;
 pub mod proto;
 pub mod table;
+pub mod transport;
 pub mod wire;
