@@ -11,6 +11,8 @@ __all__ = [
     "ConnTable",
     "Message",
     "SyncError",
+    "SyncReceiver",
+    "SyncSender",
     "decode",
     "decode_many",
     "encode",
@@ -188,3 +190,32 @@ class ConnTable:
         """The table's default clock (time.monotonic)."""
     def memory_bytes(self) -> int:
         """Bytes held by the table's storage, index and timers."""
+
+@final
+class SyncReceiver:
+    """Receives sync datagrams: multicast as a kernel backup listens (group and
+    interface), or unicast on `bind` (with group=None)."""
+
+    def __new__(
+        cls, *, group: str | None = "224.0.0.81", port: int = 8848, interface: str | None = None,
+        bind: str | None = None
+    ) -> SyncReceiver: ...
+    def fileno(self) -> int:
+        """The socket, for an event loop to watch."""
+    def drain(self, table: ConnTable, now: float | None = None) -> tuple[int, int]:
+        """Read every queued datagram into `table` (GIL released); (datagrams, entries applied)."""
+    def stats(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """(totals, per sending address): datagrams, bytes, truncated."""
+
+@final
+class SyncSender:
+    """Sends sync datagrams: multicast as a kernel master does, or to one `peer`."""
+
+    def __new__(
+        cls, *, interface: str, group: str | None = "224.0.0.81", port: int = 8848, ttl: int = 1,
+        peer: str | None = None
+    ) -> SyncSender: ...
+    def send(self, datagrams: Sequence[bytes]) -> int:
+        """Send datagrams, many per sendmmsg (GIL released); how many went out."""
+    def send_table(self, table: ConnTable, version: int = 1, syncid: int = 0, max_len: int = 1472) -> int:
+        """The whole table as sync messages; datagrams sent."""

@@ -7,6 +7,7 @@ mod errors;
 mod ipvs;
 mod sync;
 mod table;
+mod transport;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -17,6 +18,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::Conn>()?;
     m.add_class::<sync::Message>()?;
     m.add_class::<table::ConnTable>()?;
+    m.add_class::<transport::SyncReceiver>()?;
+    m.add_class::<transport::SyncSender>()?;
     m.add_function(wrap_pyfunction!(sync::decode, m)?)?;
     m.add_function(wrap_pyfunction!(sync::decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(sync::encode, m)?)?;

@@ -18,14 +18,14 @@ fn monotonic() -> f64 {
     START.get_or_init(Instant::now).elapsed().as_secs_f64() + 1.0
 }
 
-fn seconds(now: Option<f64>) -> u64 {
+pub(crate) fn seconds(now: Option<f64>) -> u64 {
     now.unwrap_or_else(monotonic).max(0.0) as u64
 }
 
 /// What a backup knows of the kernel's connections.
 #[pyclass(module = "understudy._core")]
 pub struct ConnTable {
-    inner: table::ConnTable,
+    pub(crate) inner: table::ConnTable,
 }
 
 #[pymethods]

@@ -178,6 +178,12 @@ impl ConnTable {
         outcome
     }
 
+    /// Count a datagram dropped before it could be parsed (e.g. truncated on receive).
+    pub fn count_drop(&mut self, error: Error) {
+        self.state.stats.datagrams += 1;
+        self.state.stats.count_error(error);
+    }
+
     /// Apply a batch of datagrams; returns the number of entries applied.
     pub fn apply_batch<'a, I: IntoIterator<Item = &'a [u8]>>(&mut self, datagrams: I, now: u64) -> u64 {
         datagrams.into_iter().map(|d| u64::from(self.apply_datagram(d, now).applied)).sum()
