@@ -353,3 +353,20 @@ def test_drained_destination_keeps_its_connections(ipvs, topology):
     table = ipvsadm_table()["TCP 10.0.0.100:80 rr"]
     assert table == ["-> 192.168.1.12:8000 Masq 1 1 0"] or [l.split()[1] for l in table] == ["192.168.1.12:8000"]
     assert talk("send 1") == "rs2:ping"
+
+
+def test_daemon_with_an_ipv6_group(netns):
+    d, peer = netns("d6"), netns("p6")
+    netns.veth(d, peer, "fd00:1::1/64", "fd00:1::2/64")
+    # The link-local address must finish duplicate address detection first.
+    deadline = time.monotonic() + 10
+    while "tentative" in d.run("ip", "-6", "addr", "show", "dev", "eth0").stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with d.entered():
+        ipvs = Ipvs()
+        ipvs.start_daemon("backup", "eth0", 9, group="ff02::8848", port=8850)
+        (daemon,) = ipvs.daemons()
+        assert (daemon["group"], daemon["port"], daemon["syncid"]) == ("ff02::8848", 8850, 9)
+        assert "group=ff02::8848, port=8850" in d.run("ipvsadm", "-L", "--daemon").stdout
+        ipvs.stop_daemon("backup")
+        assert ipvs.daemons() == []
