@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows about Python; the `understudy-py` crate binds it.
 
+pub mod auth;
 pub mod ipvs;
 pub mod proto;
 pub mod table;

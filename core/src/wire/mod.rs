@@ -2,4 +2,5 @@
 //! (checked constructor, then panic-free field accessors) and an owned
 //! representation that parses from and emits into a view.
 
+pub mod frame;
 pub mod sync;
