@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod ipvs;
 pub mod proto;
+pub mod replication;
 pub mod table;
 pub mod transport;
 pub mod wire;
