@@ -5,11 +5,13 @@ from typing import Any, final
 
 __all__ = [
     "__version__",
+    "BackupRelay",
     "Conn",
     "IpvsClient",
     "IpvsError",
     "ConnTable",
     "Message",
+    "PrimaryRelay",
     "SyncError",
     "SyncReceiver",
     "SyncSender",
@@ -219,3 +221,41 @@ class SyncSender:
         """Send datagrams, many per sendmmsg (GIL released); how many went out."""
     def send_table(self, table: ConnTable, version: int = 1, syncid: int = 0, max_len: int = 1472) -> int:
         """The whole table as sync messages; datagrams sent."""
+
+@final
+class PrimaryRelay:
+    """The primary's end of authenticated, reliable replication: the local kernel
+    master's sync messages (multicast on `kernel_interface`) into the table and,
+    framed and signed, to each of `peers` (UDP `port`); their NACKs and resync
+    requests answered."""
+
+    def __new__(
+        cls, *, node: int, epoch: int, key: bytes, kernel_interface: str, bind: str, peers: Sequence[str],
+        key_id: int = 1, port: int = 8849, kernel_port: int = 8848
+    ) -> PrimaryRelay: ...
+    def filenos(self) -> tuple[int, int]:
+        """(kernel master's messages, backups' frames): the sockets to watch."""
+    def pump(self, table: ConnTable, now: float | None = None) -> int:
+        """Handle everything queued (GIL released); datagrams handled."""
+    def resync(self, table: ConnTable) -> int:
+        """Send the whole table to every backup; frames sent."""
+    def stats(self) -> dict[str, int]: ...
+
+@final
+class BackupRelay:
+    """A backup's end: frames from `primary` into the table, gaps asked for, and the
+    sync messages passed on to the local kernel backup daemon (multicast on
+    `kernel_interface`, if given)."""
+
+    def __new__(
+        cls, *, node: int, epoch: int, key: bytes, bind: str, primary: str, key_id: int = 1, port: int = 8849,
+        kernel_interface: str | None = None, kernel_port: int = 8848
+    ) -> BackupRelay: ...
+    def fileno(self) -> int: ...
+    def pump(self, table: ConnTable, now: float | None = None) -> int:
+        """Handle every queued frame (GIL released); frames handled."""
+    def tick(self, now: float | None = None) -> int:
+        """Status, re-NACKs and resync retries; call every ~100 ms."""
+    def caught_up(self) -> bool:
+        """Holds the primary's whole table (a copy completed, nothing missing since)."""
+    def stats(self) -> dict[str, int]: ...

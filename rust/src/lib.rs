@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod ipvs;
+mod replication;
 mod sync;
 mod table;
 mod transport;
@@ -20,6 +21,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<table::ConnTable>()?;
     m.add_class::<transport::SyncReceiver>()?;
     m.add_class::<transport::SyncSender>()?;
+    m.add_class::<replication::PrimaryRelay>()?;
+    m.add_class::<replication::BackupRelay>()?;
     m.add_function(wrap_pyfunction!(sync::decode, m)?)?;
     m.add_function(wrap_pyfunction!(sync::decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(sync::encode, m)?)?;

@@ -12,7 +12,7 @@ use understudy_core::table::{self, TableConfig};
 use crate::sync::{parse_addr, parse_version, pe_names_or_default, to_bytes_list, Conn};
 
 /// Seconds on a process-wide monotonic clock.
-fn monotonic() -> f64 {
+pub(crate) fn monotonic() -> f64 {
     static START: OnceLock<Instant> = OnceLock::new();
     // Offset by one second so the first reading is not 0.
     START.get_or_init(Instant::now).elapsed().as_secs_f64() + 1.0

@@ -41,6 +41,9 @@ pub struct Backup {
     missing: BTreeSet<u64>,
     resync: Resync,
     stats: BackupStats,
+    /// Keep the sync messages of accepted DATA frames, for a local kernel backup.
+    forward: bool,
+    forwarded: Vec<Vec<u8>>,
 }
 
 impl Backup {
@@ -53,7 +56,19 @@ impl Backup {
             missing: BTreeSet::new(),
             resync: Resync::Requested(0),
             stats: BackupStats::default(),
+            forward: false,
+            forwarded: Vec::new(),
         }
+    }
+
+    /// Keep each accepted DATA frame's sync message for [`Backup::take_forwarded`].
+    pub fn set_forward(&mut self, forward: bool) {
+        self.forward = forward;
+    }
+
+    /// The sync messages accepted since the last call, in order.
+    pub fn take_forwarded(&mut self) -> Vec<Vec<u8>> {
+        core::mem::take(&mut self.forwarded)
     }
 
     pub fn stats(&self) -> BackupStats {
@@ -135,6 +150,9 @@ impl Backup {
             Kind::Data => {
                 self.stats.data_frames += 1;
                 self.stats.applied += u64::from(table.apply_datagram(frame.payload, now_ms / 1000).applied);
+                if self.forward {
+                    self.forwarded.push(frame.payload.to_vec());
+                }
             }
             Kind::ResyncBegin => self.resync = Resync::Running(seq),
             Kind::ResyncEnd => {

@@ -21,10 +21,12 @@
 mod backup;
 mod payload;
 mod primary;
+mod relay;
 
 pub use backup::{Backup, BackupStats};
 pub use payload::{nack_to_bytes, parse_nack, Status, MAX_NACK_RANGES};
 pub use primary::{Primary, PrimaryStats, DEFAULT_HISTORY_BYTES};
+pub use relay::{BackupRelay, PrimaryRelay};
 
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -485,7 +485,7 @@ impl State {
                 conn.options.push(OptionRepr { kind: OPT_PE_NAME, data: name.to_vec() });
             }
         }
-        Record { conn, expires: self.base.unwrap_or(0) + u64::from(expires) }
+        Record { conn, expires: self.base.unwrap_or(0).saturating_add(u64::from(expires)) }
     }
 }
 

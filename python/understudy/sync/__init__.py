@@ -6,9 +6,11 @@ Rust engine; batch calls release the GIL.
 """
 
 from understudy._core import (
+    BackupRelay,
     Conn,
     ConnTable,
     Message,
+    PrimaryRelay,
     SyncError,
     SyncReceiver,
     SyncSender,
@@ -27,9 +29,11 @@ DEFAULT_GROUP = "224.0.0.81"
 __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_PORT",
+    "BackupRelay",
     "Conn",
     "ConnTable",
     "Message",
+    "PrimaryRelay",
     "SyncError",
     "SyncReceiver",
     "SyncSender",
