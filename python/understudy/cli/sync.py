@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from understudy import _core
+from understudy.cli import sync_roles
 from understudy.cli.common import EXIT_OK, Subparsers, add_group, fail
 from understudy.sync.jsonfmt import conn_from_dict, format_text, message_to_dict
 from understudy.sync.pcap import PcapError, PcapReader, write_pcap
@@ -63,6 +64,7 @@ def register(subparsers: Subparsers) -> None:
     )
     encode.add_argument("--syncid", type=_syncid, metavar="N", help="sync id 0..255, overriding the input's")
     encode.set_defaults(handler=_encode)
+    sync_roles.register(commands)
 
 
 def _port(text: str) -> int:

@@ -1,0 +1,229 @@
+"""The sync roles as objects an asyncio daemon starts, stops and queries.
+
+* `KernelListener`: hears a kernel master sync daemon, keeps its connections.
+* `KernelFeeder`: makes a kernel backup daemon create the table's connections.
+* `RelayPrimary`: on the primary director, the local kernel master's traffic
+  goes to the table and, signed and numbered, to each backup.
+* `RelayBackup`: on a backup director, frames from the primary go to the table
+  and on to the local kernel backup daemon; gaps are asked for, and
+  `caught_up` says when the whole table is here.
+
+The per-datagram work runs in the engine, a whole socket's backlog per call
+with the GIL released; Python only reacts to readiness and timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from understudy._core import BackupRelay, ConnTable, PrimaryRelay, SyncReceiver, SyncSender
+
+#: Backups report progress and re-ask for gaps this often.
+TICK = 0.1
+#: Expired connections are dropped from tables this often.
+EXPIRE_EVERY = 1.0
+
+
+def epoch_now() -> int:
+    """An incarnation number that grows across restarts: wall-clock seconds."""
+    return int(time.time()) & 0xFFFFFFFF
+
+
+def read_key(path: str | os.PathLike[str]) -> bytes:
+    """A replication key file: hex (whitespace ignored) or, failing that, raw bytes.
+
+    The file holds a secret: refuse one that others may read."""
+    p = Path(path)
+    if p.stat().st_mode & 0o077:
+        raise PermissionError(f"{p}: key file must not be readable by group or others (chmod 600)")
+    raw = p.read_bytes()
+    try:
+        key = bytes.fromhex(raw.decode().strip())
+    except (UnicodeDecodeError, ValueError):
+        key = raw
+    if len(key) < 16:
+        raise ValueError(f"{p}: a replication key needs at least 16 bytes")
+    return key
+
+
+class _Role:
+    """Shared lifecycle: idempotent start/stop, periodic work, stats to a file."""
+
+    name = "role"
+
+    def __init__(self, table: ConnTable | None = None, stats_file: str | os.PathLike[str] | None = None) -> None:
+        self.table = table if table is not None else ConnTable()
+        self.stats_file = Path(stats_file) if stats_file else None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fds: list[int] = []
+        self.started_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        loop = asyncio.get_running_loop()
+        for fd in self._open():
+            loop.add_reader(fd, self._readable)
+            self._fds.append(fd)
+        self._tasks.append(asyncio.create_task(self._every(EXPIRE_EVERY, self._periodic)))
+        self.started_at = time.monotonic()
+
+    async def stop(self) -> None:
+        if not self.running:
+            return
+        loop = asyncio.get_running_loop()
+        for fd in self._fds:
+            loop.remove_reader(fd)
+        self._fds.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.started_at = None
+
+    async def _every(self, period: float, work: Any) -> None:
+        while True:
+            await asyncio.sleep(period)
+            work()
+
+    def _periodic(self) -> None:
+        self.table.expire()
+        if self.stats_file:
+            tmp = self.stats_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.stats(), sort_keys=True))
+            tmp.replace(self.stats_file)
+
+    def stats(self) -> dict[str, Any]:
+        return {"role": self.name, "connections": len(self.table), "table": self.table.stats()}
+
+    def _open(self) -> list[int]:
+        raise NotImplementedError
+
+    def _readable(self) -> None:
+        raise NotImplementedError
+
+
+class KernelListener(_Role):
+    """Keeps the connections a kernel master sync daemon sends (multicast on `interface`)."""
+
+    name = "listen"
+
+    def __init__(self, interface: str, *, group: str = "224.0.0.81", port: int = 8848, syncid: int = 0,
+                 **kw: Any) -> None:
+        table = kw.pop("table", None)
+        super().__init__(table if table is not None else ConnTable(syncid=syncid), **kw)
+        self.interface, self.group, self.port = interface, group, port
+        self.receiver: SyncReceiver | None = None
+
+    def _open(self) -> list[int]:
+        self.receiver = SyncReceiver(group=self.group, port=self.port, interface=self.interface)
+        return [self.receiver.fileno()]
+
+    def _readable(self) -> None:
+        assert self.receiver is not None
+        self.receiver.drain(self.table)
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        if self.receiver is not None:
+            totals, peers = self.receiver.stats()
+            out.update(received=totals, peers=peers)
+        return out
+
+
+class KernelFeeder(_Role):
+    """Sends the table to a kernel backup daemon (multicast on `interface`), now and
+    every `refresh` seconds, so the kernel's copies never time out while ours live."""
+
+    name = "feed"
+
+    def __init__(self, interface: str, table: ConnTable, *, group: str = "224.0.0.81", port: int = 8848,
+                 syncid: int = 0, refresh: float = 30.0, **kw: Any) -> None:
+        super().__init__(table, **kw)
+        self.interface, self.group, self.port, self.syncid, self.refresh = interface, group, port, syncid, refresh
+        self.sender: SyncSender | None = None
+        self.sent = 0
+
+    def _open(self) -> list[int]:
+        self.sender = SyncSender(interface=self.interface, group=self.group, port=self.port)
+        self.feed()
+        self._tasks.append(asyncio.create_task(self._every(self.refresh, self.feed)))
+        return []
+
+    def feed(self) -> int:
+        assert self.sender is not None
+        n = self.sender.send_table(self.table, syncid=self.syncid)
+        self.sent += n
+        return n
+
+    def _readable(self) -> None:  # never registered
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "datagrams_sent": self.sent}
+
+
+class RelayPrimary(_Role):
+    """Primary director: local kernel master -> table -> authenticated frames to `peers`."""
+
+    name = "relay-primary"
+
+    def __init__(self, *, node: int, key: bytes, kernel_interface: str, bind: str, peers: list[str],
+                 key_id: int = 1, port: int = 8849, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.args: Mapping[str, Any] = dict(node=node, epoch=epoch_now(), key=key, key_id=key_id,
+                                            kernel_interface=kernel_interface, bind=bind, peers=peers, port=port)
+        self.relay: PrimaryRelay | None = None
+
+    def _open(self) -> list[int]:
+        self.relay = PrimaryRelay(**self.args)
+        if len(self.table):
+            self.relay.resync(self.table)  # a primary that starts with a table opens with it
+        return list(self.relay.filenos())
+
+    def _readable(self) -> None:
+        assert self.relay is not None
+        self.relay.pump(self.table)
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "relay": self.relay.stats() if self.relay else {}}
+
+
+class RelayBackup(_Role):
+    """Backup director: frames from `primary` -> table -> local kernel backup daemon."""
+
+    name = "relay-backup"
+
+    def __init__(self, *, node: int, key: bytes, bind: str, primary: str, kernel_interface: str | None = None,
+                 key_id: int = 1, port: int = 8849, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.args: Mapping[str, Any] = dict(node=node, epoch=epoch_now(), key=key, key_id=key_id, bind=bind,
+                                            primary=primary, port=port, kernel_interface=kernel_interface)
+        self.relay: BackupRelay | None = None
+
+    def _open(self) -> list[int]:
+        self.relay = BackupRelay(**self.args)
+        self._tasks.append(asyncio.create_task(self._every(TICK, self.relay.tick)))
+        return [self.relay.fileno()]
+
+    def _readable(self) -> None:
+        assert self.relay is not None
+        self.relay.pump(self.table)
+
+    @property
+    def caught_up(self) -> bool:
+        """The whole primary table is here: safe to take over."""
+        return self.relay is not None and self.relay.caught_up()
+
+    def stats(self) -> dict[str, Any]:
+        return {**super().stats(), "caught_up": self.caught_up, "relay": self.relay.stats() if self.relay else {}}

@@ -1,0 +1,114 @@
+"""The sync roles as an operator runs them (`understudy sync relay|listen|stats`),
+between real kernel sync daemons, each director in its own namespace."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.uml
+
+CONNECTIONS = 12
+UNDERSTUDY = [sys.executable, "-m", "understudy.cli"]
+
+ECHO_SERVER = """
+import socket, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 8000)); srv.listen(64)
+print("ready", flush=True)
+def serve(c):
+    while (data := c.recv(1024)):
+        c.sendall(data)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+CLIENT = f"""
+import socket, sys
+conns = []
+for i in range({CONNECTIONS}):
+    c = socket.create_connection(("10.0.0.100", 80), timeout=5)
+    for _ in range(5):
+        c.sendall(b"ping"); assert c.recv(10) == b"ping"
+    conns.append(c)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def local_pair(ns, a, b, addr_a, addr_b):
+    ns.run("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+    for dev, addr in ((a, addr_a), (b, addr_b)):
+        ns.run("ip", "addr", "add", addr, "dev", dev)
+        ns.run("ip", "link", "set", dev, "up")
+        ns.run("sysctl", "-qw", f"net.ipv4.conf.{dev}.accept_local=1", f"net.ipv4.conf.{dev}.rp_filter=0")
+    ns.run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
+
+
+def kernel_conns(ns):
+    return sum(1 for line in ns.run("cat", "/proc/net/ip_vs_conn").stdout.splitlines()[1:]
+               if line.startswith("TCP") and line.split()[2] != "0000")
+
+
+def test_relay_between_two_directors_with_the_cli(netns, tmp_path):
+    c, lb1, lb2, rs = (netns(n) for n in ("c", "lb1", "lb2", "rs"))
+    netns.veth(c, lb1, "10.0.0.2/24", ["10.0.0.1/24", "10.0.0.100/32"])
+    netns.veth(rs, lb1, "192.168.1.11/24", "192.168.1.1/24")
+    netns.veth(lb1, lb2, "10.255.0.1/24", "10.255.0.2/24", name_a="sync0", name_b="sync0")
+    rs.run("ip", "route", "add", "default", "via", "192.168.1.1")
+    lb1.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    for ns in (lb1, lb2):
+        ns.run("ipvsadm", "-A", "-t", "10.0.0.100:80", "-s", "rr")
+        ns.run("ipvsadm", "-a", "-t", "10.0.0.100:80", "-r", "192.168.1.11:8000", "-m")
+    local_pair(lb1, "ks0", "us0", "169.254.1.1/30", "169.254.1.2/30")
+    local_pair(lb2, "us0", "ks0", "169.254.2.1/30", "169.254.2.2/30")
+    lb2.run("ipvsadm", "--start-daemon", "backup", "--mcast-interface", "ks0", "--syncid", "7")
+
+    key = tmp_path / "sync.key"
+    key.write_text("00112233445566778899aabbccddeeff0123456789abcdef\n")
+    key.chmod(0o600)
+    stats = tmp_path / "backup.json"
+    primary = lb1.popen(*UNDERSTUDY, "sync", "relay", "primary", "--node", "1", "--key-file", str(key),
+                        "--kernel-interface", "us0", "--bind", "10.255.0.1", "--peer", "10.255.0.2",
+                        "--stats-file", str(tmp_path / "primary.json"))
+    backup = lb2.popen(*UNDERSTUDY, "sync", "relay", "backup", "--node", "2", "--key-file", str(key),
+                       "--bind", "10.255.0.2", "--primary", "10.255.0.1", "--kernel-interface", "us0",
+                       "--stats-file", str(stats))
+    time.sleep(1.5)  # both roles up before the kernel master starts talking
+    assert primary.poll() is None and backup.poll() is None, (primary.stderr.read(), backup.stderr.read())
+    lb1.run("ipvsadm", "--start-daemon", "master", "--mcast-interface", "ks0", "--syncid", "7")
+    assert rs.popen(sys.executable, "-c", ECHO_SERVER).stdout.readline().strip() == "ready"
+    client = subprocess.Popen(c.argv(sys.executable, "-c", CLIENT), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert client.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        while kernel_conns(lb2) < CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert kernel_conns(lb2) == CONNECTIONS
+        time.sleep(1.5)  # the roles write their counters every second
+        shown = json.loads(subprocess.run([*UNDERSTUDY, "sync", "stats", "--json", "--stats-file", str(stats)],
+                                          capture_output=True, text=True, check=True).stdout)
+        assert shown["role"] == "relay-backup" and shown["caught_up"] is True
+        assert shown["connections"] == CONNECTIONS and shown["relay"]["rejected_bad_tag"] == 0
+        text = subprocess.run([*UNDERSTUDY, "sync", "stats", "--stats-file", str(stats)],
+                              capture_output=True, text=True, check=True).stdout
+        assert "caught_up" in text and "relay.applied" in text
+    finally:
+        client.kill()
+        for p in (primary, backup):
+            p.terminate()
+    # A clean stop on SIGTERM.
+    assert primary.wait(timeout=10) == 0 and backup.wait(timeout=10) == 0
+
+
+def test_a_key_others_can_read_is_refused(tmp_path):
+    key = tmp_path / "open.key"
+    key.write_text("00112233445566778899aabbccddeeff")
+    key.chmod(0o644)
+    result = subprocess.run([*UNDERSTUDY, "sync", "relay", "backup", "--node", "2", "--key-file", str(key),
+                             "--bind", "127.0.0.1", "--primary", "127.0.0.2"], capture_output=True, text=True)
+    assert result.returncode == 2 and "chmod 600" in result.stderr
