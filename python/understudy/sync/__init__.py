@@ -22,6 +22,8 @@ from understudy._core import (
     skip_reasons,
 )
 
+from understudy.sync.seed import SeedReport, seed_table  # noqa: E402  (after _core: it uses it)
+
 #: Default UDP port and IPv4 group of the kernel sync daemons.
 DEFAULT_PORT = 8848
 DEFAULT_GROUP = "224.0.0.81"
@@ -34,6 +36,7 @@ __all__ = [
     "ConnTable",
     "Message",
     "PrimaryRelay",
+    "SeedReport",
     "SyncError",
     "SyncReceiver",
     "SyncSender",
@@ -42,5 +45,6 @@ __all__ = [
     "encode",
     "encode_message",
     "error_reasons",
+    "seed_table",
     "skip_reasons",
 ]
