@@ -22,7 +22,7 @@ from understudy._core import (
     skip_reasons,
 )
 
-from understudy.sync.seed import SeedReport, seed_table  # noqa: E402  (after _core: it uses it)
+from understudy.sync.seed import SeedReport, seed_table
 
 #: Default UDP port and IPv4 group of the kernel sync daemons.
 DEFAULT_PORT = 8848
