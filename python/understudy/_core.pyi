@@ -1,6 +1,7 @@
 """Type stubs for the compiled engine (Rust, `rust/` and `core/`)."""
 
 from collections.abc import Iterator, Sequence
+from os import PathLike
 from typing import Any, final
 
 __all__ = [
@@ -174,10 +175,13 @@ class ConnTable:
     """What a backup knows of the kernel's connections, fed with sync datagrams."""
 
     def __new__(cls, syncid: int = 0, max_len: int = 65535, pe_names: Sequence[str] | None = None) -> ConnTable: ...
-    def apply(self, datagrams: Sequence[bytes], now: float | None = None) -> int:
-        """Apply a batch of datagrams (GIL released); returns entries applied."""
-    def expire(self, now: float | None = None) -> int:
-        """Remove entries whose timeout has lapsed; returns how many."""
+    def apply(self, datagrams: Sequence[bytes], now: float | None = None, wall: float | None = None) -> int:
+        """Apply a batch of datagrams (GIL released); returns entries applied. With
+        a journal open, those that changed the table are recorded, stamped with
+        `wall` (seconds since the epoch, default now), and handed to its writer."""
+    def expire(self, now: float | None = None, wall: float | None = None) -> int:
+        """Remove entries whose timeout has lapsed; returns how many. With a
+        journal open, a sweep that removed any is recorded (at `wall`)."""
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[Conn]: ...
     def snapshot(self) -> list[Conn]: ...
@@ -192,6 +196,36 @@ class ConnTable:
         """The table's default clock (time.monotonic)."""
     def memory_bytes(self) -> int:
         """Bytes held by the table's storage, index and timers."""
+    def save(
+        self, path: str | PathLike[str], now: float | None = None, wall: float | None = None
+    ) -> dict[str, int]:
+        """Write the table to `path` atomically (temporary file, fsync, rename; GIL
+        released); an open journal restarts. `wall` is seconds since the epoch
+        (default: now). Returns generation, entries, bytes, wall."""
+    def load(
+        self,
+        path: str | PathLike[str],
+        journal: str | PathLike[str] | None = None,
+        now: float | None = None,
+        wall: float | None = None,
+    ) -> dict[str, Any]:
+        """Replace the content with the snapshot at `path` and the `journal` that
+        follows it, each entry's life shortened by the wall time spent down; an
+        open journal is closed. Missing or damaged files are reported, never
+        raised: restored, generation, snapshot_found, snapshot_fault (None or a
+        reason: io, bad_magic, version, bad_crc, truncated, malformed),
+        snapshot_entries, snapshot_lost, skipped, journal_found, journal_fault
+        (also stale), replayed, journal_lost_bytes, expired."""
+    def journal_open(self, path: str | PathLike[str], wall: float | None = None) -> int:
+        """Record every datagram `apply` applies in the journal at `path`, which
+        follows the snapshot last saved or loaded; returns the records kept."""
+    def journal_flush(self, sync: bool = False) -> None:
+        """Raise the journal's write error (OSError), if it had one; with `sync`,
+        wait until what was applied is on the disk."""
+    def journal_close(self) -> None:
+        """Write what is buffered and close the journal."""
+    def journal_stats(self) -> dict[str, int] | None:
+        """generation, records, bytes, dropped (writer too far behind); None if closed."""
 
 @final
 class SyncReceiver:

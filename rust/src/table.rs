@@ -1,13 +1,16 @@
 //! `ConnTable` bindings: batches in, GIL released while the engine works.
 
 use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::PyBytes;
-use understudy_core::table::{self, TableConfig};
+use pyo3::types::{PyBytes, PyDict};
+use understudy_core::table::{self, wall_clock, Journal, LoadReport, TableConfig};
 
 use crate::sync::{parse_addr, parse_version, pe_names_or_default, to_bytes_list, Conn};
 
@@ -22,10 +25,44 @@ pub(crate) fn seconds(now: Option<f64>) -> u64 {
     now.unwrap_or_else(monotonic).max(0.0) as u64
 }
 
+/// Seconds since the epoch: persistence measures time spent down with it.
+fn wall_seconds(wall: Option<f64>) -> u64 {
+    wall.map_or_else(wall_clock, |w| w.max(0.0) as u64)
+}
+
+fn file_error(what: &str, path: &std::path::Path, e: io::Error) -> PyErr {
+    PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("{what} {}: {e}", path.display())))
+}
+
+fn report_dict<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in [
+        ("restored", r.restored),
+        ("generation", r.generation),
+        ("snapshot_entries", r.snapshot_entries),
+        ("snapshot_lost", r.snapshot_lost),
+        ("skipped", r.skipped),
+        ("replayed", r.replayed),
+        ("journal_lost_bytes", r.journal_lost_bytes),
+        ("expired", r.expired),
+    ] {
+        d.set_item(k, v)?;
+    }
+    d.set_item("snapshot_found", r.snapshot_found)?;
+    d.set_item("journal_found", r.journal_found)?;
+    d.set_item("snapshot_fault", r.snapshot_fault.map(|f| f.reason()))?;
+    d.set_item("journal_fault", r.journal_fault.map(|f| f.reason()))?;
+    Ok(d)
+}
+
 /// What a backup knows of the kernel's connections.
 #[pyclass(module = "understudy._core")]
 pub struct ConnTable {
     pub(crate) inner: table::ConnTable,
+    /// Where `apply` records datagrams, when open.
+    journal: Option<Journal>,
+    /// The snapshot last saved or loaded (0: none), which a journal opened now follows.
+    generation: u64,
 }
 
 #[pymethods]
@@ -34,21 +71,124 @@ impl ConnTable {
     #[pyo3(signature = (syncid=0, max_len=65535, pe_names=None))]
     fn new(syncid: u8, max_len: usize, pe_names: Option<Vec<String>>) -> Self {
         let pe_names = pe_names_or_default(pe_names).into_iter().map(String::into_bytes).collect();
-        ConnTable { inner: table::ConnTable::new(TableConfig { syncid, max_len, pe_names }) }
+        let inner = table::ConnTable::new(TableConfig { syncid, max_len, pe_names });
+        ConnTable { inner, journal: None, generation: 0 }
     }
 
-    #[pyo3(signature = (datagrams, now=None))]
-    fn apply(&mut self, py: Python<'_>, datagrams: Vec<PyBackedBytes>, now: Option<f64>) -> u64 {
+    #[pyo3(signature = (datagrams, now=None, wall=None))]
+    fn apply(&mut self, py: Python<'_>, datagrams: Vec<PyBackedBytes>, now: Option<f64>, wall: Option<f64>) -> u64 {
         let now = seconds(now);
-        let inner = &mut self.inner;
-        py.detach(|| inner.apply_batch(datagrams.iter().map(|d| &d[..]), now))
+        let (inner, journal) = (&mut self.inner, &mut self.journal);
+        py.detach(|| match journal {
+            None => inner.apply_batch(datagrams.iter().map(|d| &d[..]), now),
+            Some(journal) => {
+                let wall = wall_seconds(wall);
+                let applied = journal.apply_batch(inner, datagrams.iter().map(|d| &d[..]), now, wall);
+                // A hand-off to the writer thread; an error waits for journal_flush.
+                let _ = journal.flush();
+                applied
+            }
+        })
     }
 
-    #[pyo3(signature = (now=None))]
-    fn expire(&mut self, py: Python<'_>, now: Option<f64>) -> usize {
+    /// Write the table to `path` atomically, then restart an open journal.
+    #[pyo3(signature = (path, now=None, wall=None))]
+    fn save(
+        &mut self,
+        py: Python<'_>,
+        path: PathBuf,
+        now: Option<f64>,
+        wall: Option<f64>,
+    ) -> PyResult<HashMap<&'static str, u64>> {
+        let (now, wall) = (seconds(now), wall_seconds(wall));
+        let (inner, journal) = (&self.inner, &mut self.journal);
+        let (info, rotated) = py
+            .detach(|| {
+                let info = inner.save(&path, now, wall)?;
+                io::Result::Ok((info, journal.as_mut().map(|j| j.rotate(info.generation, wall))))
+            })
+            .map_err(|e| file_error("save", &path, e))?;
+        self.generation = info.generation;
+        rotated.transpose().map_err(|e| file_error("restart journal after saving", &path, e))?;
+        Ok(HashMap::from([
+            ("generation", info.generation),
+            ("entries", info.entries),
+            ("bytes", info.bytes),
+            ("wall", info.wall),
+        ]))
+    }
+
+    /// Replace the content with a snapshot and the journal that follows it.
+    #[pyo3(signature = (path, journal=None, now=None, wall=None))]
+    fn load<'py>(
+        &mut self,
+        py: Python<'py>,
+        path: PathBuf,
+        journal: Option<PathBuf>,
+        now: Option<f64>,
+        wall: Option<f64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let (now, wall) = (seconds(now), wall_seconds(wall));
+        let (inner, open) = (&mut self.inner, self.journal.take());
+        let report = py.detach(|| {
+            drop(open);
+            inner.load(&path, journal.as_deref(), now, wall)
+        });
+        self.generation = report.generation;
+        report_dict(py, &report)
+    }
+
+    /// Journal every datagram `apply` applies, following the last snapshot
+    /// saved or loaded; returns the records kept from an earlier run.
+    #[pyo3(signature = (path, wall=None))]
+    fn journal_open(&mut self, py: Python<'_>, path: PathBuf, wall: Option<f64>) -> PyResult<u64> {
+        let (generation, wall, old) = (self.generation, wall_seconds(wall), self.journal.take());
+        let journal = py
+            .detach(|| {
+                drop(old);
+                Journal::open(&path, generation, wall)
+            })
+            .map_err(|e| file_error("open journal", &path, e))?;
+        let kept = journal.records();
+        self.journal = Some(journal);
+        Ok(kept)
+    }
+
+    /// Raise the journal's write error, if any; with `sync`, wait for the disk.
+    #[pyo3(signature = (sync=false))]
+    fn journal_flush(&mut self, py: Python<'_>, sync: bool) -> PyResult<()> {
+        let Some(journal) = self.journal.as_mut() else { return Ok(()) };
+        let done = py.detach(|| if sync { journal.sync() } else { journal.flush() });
+        done.map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("journal: {e}"))))
+    }
+
+    /// Write what is buffered and close the journal.
+    fn journal_close(&mut self, py: Python<'_>) -> PyResult<()> {
+        let Some(mut journal) = self.journal.take() else { return Ok(()) };
+        let done = py.detach(move || journal.flush());
+        done.map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("journal: {e}"))))
+    }
+
+    /// generation, records, bytes and dropped of the open journal.
+    fn journal_stats(&self) -> Option<HashMap<&'static str, u64>> {
+        self.journal.as_ref().map(|j| {
+            HashMap::from([
+                ("generation", j.generation()),
+                ("records", j.records()),
+                ("bytes", j.bytes()),
+                ("dropped", j.dropped()),
+            ])
+        })
+    }
+
+    #[pyo3(signature = (now=None, wall=None))]
+    fn expire(&mut self, py: Python<'_>, now: Option<f64>, wall: Option<f64>) -> usize {
         let now = seconds(now);
-        let inner = &mut self.inner;
-        py.detach(|| inner.expire(now))
+        let (inner, journal) = (&mut self.inner, &mut self.journal);
+        py.detach(|| match journal {
+            None => inner.expire(now),
+            Some(journal) => journal.expire(inner, now, wall_seconds(wall)),
+        })
     }
 
     fn __len__(&self) -> usize {

@@ -3,6 +3,7 @@
 //! (`ip_vs_proc_conn`) builds its own, and able to re-encode itself.
 
 mod index;
+mod persist;
 mod stats;
 mod store;
 mod wheel;
@@ -15,6 +16,7 @@ use crate::wire::sync::{
     ConnRepr, ConnView, EncodeError, Entry, Error, Message, MessageBuilder, OptionRepr, SeqData, Verdict, Version,
     OPT_PE_DATA, OPT_PE_NAME, OPT_SEQ_DATA,
 };
+pub use persist::{wall_clock, Fault, Journal, LoadReport, Snapshot, SnapshotInfo};
 pub use stats::Stats;
 use store::{Addr, Key, Slot, Store, EXTRA_DATA, EXTRA_PE_KEYED};
 use wheel::Wheel;
