@@ -70,13 +70,14 @@ def test_relay_between_two_directors_with_the_cli(netns, tmp_path):
     key = tmp_path / "sync.key"
     key.write_text("00112233445566778899aabbccddeeff0123456789abcdef\n")
     key.chmod(0o600)
-    stats = tmp_path / "backup.json"
+    stats, state = tmp_path / "backup.json", tmp_path / "backup.table"
     primary = lb1.popen(*UNDERSTUDY, "sync", "relay", "primary", "--node", "1", "--key-file", str(key),
                         "--kernel-interface", "us0", "--bind", "10.255.0.1", "--peer", "10.255.0.2",
                         "--stats-file", str(tmp_path / "primary.json"))
-    backup = lb2.popen(*UNDERSTUDY, "sync", "relay", "backup", "--node", "2", "--key-file", str(key),
-                       "--bind", "10.255.0.2", "--primary", "10.255.0.1", "--kernel-interface", "us0",
-                       "--stats-file", str(stats))
+    backup_argv = [*UNDERSTUDY, "sync", "relay", "backup", "--node", "2", "--key-file", str(key),
+                   "--bind", "10.255.0.2", "--primary", "10.255.0.1", "--kernel-interface", "us0",
+                   "--stats-file", str(stats), "--state-file", str(state)]
+    backup = lb2.popen(*backup_argv)
     time.sleep(1.5)  # both roles up before the kernel master starts talking
     assert primary.poll() is None and backup.poll() is None, (primary.stderr.read(), backup.stderr.read())
     lb1.run("ipvsadm", "--start-daemon", "master", "--mcast-interface", "ks0", "--syncid", "7")
@@ -97,6 +98,17 @@ def test_relay_between_two_directors_with_the_cli(netns, tmp_path):
         text = subprocess.run([*UNDERSTUDY, "sync", "stats", "--stats-file", str(stats)],
                               capture_output=True, text=True, check=True).stdout
         assert "caught_up" in text and "relay.applied" in text
+
+        # The backup restarts: its table comes back from the state file it saved on the way out.
+        backup.terminate()
+        assert backup.wait(timeout=10) == 0 and state.exists()
+        stats.unlink()
+        backup = lb2.popen(*backup_argv)
+        deadline = time.monotonic() + 10
+        while not stats.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shown = json.loads(stats.read_text())
+        assert shown["restored"]["restored"] == CONNECTIONS, shown
     finally:
         client.kill()
         for p in (primary, backup):

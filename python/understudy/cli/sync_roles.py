@@ -57,6 +57,8 @@ def register(commands: Subparsers) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats-file", type=Path, help="where to keep counters (default /run/understudy/sync-ROLE.json)")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until signalled)")
+    parser.add_argument("--state-file", type=Path,
+                        help="keep the table across restarts: loaded at start, saved every 10 s and at stop")
 
 
 def _stats_file(args: argparse.Namespace, role: str) -> Path:
@@ -89,7 +91,7 @@ async def _run(roles: list[Any], duration: float | None) -> None:
 
 def _listen(args: argparse.Namespace) -> int:
     listener = KernelListener(args.interface, group=args.group, port=args.port, syncid=args.syncid,
-                              stats_file=_stats_file(args, "listen"))
+                              stats_file=_stats_file(args, "listen"), state_file=args.state_file)
     roles: list[Any] = [listener]
     if args.feed_interface:
         roles.append(KernelFeeder(args.feed_interface, listener.table, syncid=args.syncid))
@@ -106,12 +108,14 @@ def _relay(args: argparse.Namespace) -> int:
         if not args.peer or not args.kernel_interface:
             return fail("sync relay primary: needs --kernel-interface and at least one --peer")
         role: Any = RelayPrimary(node=args.node, key=key, key_id=args.key_id, kernel_interface=args.kernel_interface,
-                                 bind=args.bind, peers=args.peer, port=args.port, stats_file=stats_file)
+                                 bind=args.bind, peers=args.peer, port=args.port, stats_file=stats_file,
+                                 state_file=args.state_file)
     else:
         if not args.primary:
             return fail("sync relay backup: needs --primary")
         role = RelayBackup(node=args.node, key=key, key_id=args.key_id, bind=args.bind, primary=args.primary,
-                           kernel_interface=args.kernel_interface, port=args.port, stats_file=stats_file)
+                           kernel_interface=args.kernel_interface, port=args.port, stats_file=stats_file,
+                           state_file=args.state_file)
     return _main([role], args.duration)
 
 

@@ -28,6 +28,8 @@ from understudy._core import BackupRelay, ConnTable, PrimaryRelay, SyncReceiver,
 TICK = 0.1
 #: Expired connections are dropped from tables this often.
 EXPIRE_EVERY = 1.0
+#: With a state file, the table is saved this often (and when the role stops).
+SAVE_EVERY = 10.0
 
 
 def epoch_now() -> int:
@@ -57,9 +59,15 @@ class _Role:
 
     name = "role"
 
-    def __init__(self, table: ConnTable | None = None, stats_file: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, table: ConnTable | None = None, stats_file: str | os.PathLike[str] | None = None,
+                 state_file: str | os.PathLike[str] | None = None) -> None:
         self.table = table if table is not None else ConnTable()
         self.stats_file = Path(stats_file) if stats_file else None
+        # The table survives a restart of the role: loaded at start, saved
+        # periodically and at stop. A bad or missing file restores nothing
+        # (a backup then gets a full copy from its primary anyway).
+        self.state_file = Path(state_file) if state_file else None
+        self.restored: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._fds: list[int] = []
         self.started_at: float | None = None
@@ -71,11 +79,15 @@ class _Role:
     async def start(self) -> None:
         if self.running:
             return
+        if self.state_file and self.state_file.exists():
+            self.restored = self.table.load(self.state_file)
         loop = asyncio.get_running_loop()
         for fd in self._open():
             loop.add_reader(fd, self._readable)
             self._fds.append(fd)
         self._tasks.append(asyncio.create_task(self._every(EXPIRE_EVERY, self._periodic)))
+        if self.state_file:
+            self._tasks.append(asyncio.create_task(self._every(SAVE_EVERY, self.save)))
         self.started_at = time.monotonic()
 
     async def stop(self) -> None:
@@ -89,7 +101,13 @@ class _Role:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self.save()
         self.started_at = None
+
+    def save(self) -> None:
+        """Write the table to the state file (atomically), if there is one."""
+        if self.state_file:
+            self.table.save(self.state_file)
 
     async def _every(self, period: float, work: Any) -> None:
         while True:
@@ -104,7 +122,10 @@ class _Role:
             tmp.replace(self.stats_file)
 
     def stats(self) -> dict[str, Any]:
-        return {"role": self.name, "connections": len(self.table), "table": self.table.stats()}
+        out = {"role": self.name, "connections": len(self.table), "table": self.table.stats()}
+        if self.restored:
+            out["restored"] = {k: v for k, v in self.restored.items() if isinstance(v, int)}
+        return out
 
     def _open(self) -> list[int]:
         raise NotImplementedError
