@@ -10,78 +10,20 @@ A dies (relay stopped, links cut); the test moves the VIP and gateway to B
 (the failover engine is another issue); the same connections keep working.
 """
 
+import re
 import select
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
+from topology import Client, echo_server, kernel_conns, local_pair, switch
 from understudy.sync import BackupRelay, ConnTable, PrimaryRelay
 
 pytestmark = pytest.mark.uml
 
 KEY = b"the cluster's replication secret"
 SYNCED, LATE = 30, 5
-
-ECHO_SERVER = """
-import socket, threading
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 8000)); srv.listen(128)
-print("ready", flush=True)
-def serve(c):
-    while (data := c.recv(1024)):
-        c.sendall(data)
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
-
-CLIENT = """
-import socket, sys
-conns = []
-def exchange(c):
-    try:
-        c.sendall(b"ping"); return c.recv(10) == b"ping"
-    except OSError:
-        return False
-for line in sys.stdin:
-    cmd, *arg = line.split()
-    if cmd == "open":
-        for _ in range(int(arg[0])):
-            c = socket.create_connection(("10.0.0.100", 80), timeout=3)
-            for _ in range(5):  # the kernel master syncs a connection at its 3rd packet
-                assert exchange(c)
-            conns.append(c)
-        print(len(conns), flush=True)
-    elif cmd == "exchange":
-        first, last = int(arg[0]), int(arg[1])
-        print(sum(exchange(c) for c in conns[first:last]), flush=True)
-"""
-
-
-def local_pair(ns, a, b, addr_a, addr_b):
-    """A veth pair inside one namespace: the kernel daemon on one end, Understudy on the other."""
-    ns.run("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-    for dev, addr in ((a, addr_a), (b, addr_b)):
-        ns.run("ip", "addr", "add", addr, "dev", dev)
-        ns.run("ip", "link", "set", dev, "up")
-        # Their packets come from an address of this same host.
-        ns.run("sysctl", "-qw", f"net.ipv4.conf.{dev}.accept_local=1", f"net.ipv4.conf.{dev}.rp_filter=0")
-    ns.run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
-
-
-def switch(sw, name, ports):
-    sw.run("ip", "link", "add", name, "type", "bridge")
-    for port in ports:
-        sw.run("ip", "link", "set", port, "master", name)
-    sw.run("ip", "link", "set", name, "up")
-
-
-def kernel_conns(ns):
-    return sum(1 for line in ns.run("cat", "/proc/net/ip_vs_conn").stdout.splitlines()[1:]
-               if line.startswith("TCP") and line.split()[2] != "0000")
 
 
 class Pump(threading.Thread):
@@ -148,34 +90,28 @@ def test_connections_survive_failover(netns, loss):
     # Small messages (3 entries each), so the lossy link carries many frames.
     lb1.run("ipvsadm", "--start-daemon", "master", "--mcast-interface", "ks0", "--syncid", "7",
             "--sync-maxlen", "116")
-    server = rs.popen(sys.executable, "-c", ECHO_SERVER)
-    assert server.stdout.readline().strip() == "ready"
-    client = subprocess.Popen(c.argv(sys.executable, "-c", CLIENT), stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-
-    def ask(line):
-        client.stdin.write(line + "\n")
-        client.stdin.flush()
-        return int(client.stdout.readline())
-
+    echo_server(rs)
+    client = Client(c)
     try:
-        assert ask(f"open {SYNCED}") == SYNCED
+        assert client.open(SYNCED) == SYNCED
         # Replication catches up through the loss: the backup kernel holds every connection.
         deadline = time.monotonic() + 60
-        while (kernel_conns(lb2) < SYNCED or not backup.caught_up()) and time.monotonic() < deadline:
+        while (len(kernel_conns(lb2)) < SYNCED or not backup.caught_up()) and time.monotonic() < deadline:
             assert pump.error is None, pump.error
             time.sleep(0.2)
         stats = backup.stats()
-        assert backup.caught_up() and kernel_conns(lb2) == SYNCED, (kernel_conns(lb2), stats, primary.stats())
+        assert backup.caught_up() and len(kernel_conns(lb2)) == SYNCED, (
+            f"lb1 kernel {len(kernel_conns(lb1))}, primary table {len(pump.tables[0])}, backup table "
+            f"{len(pump.tables[1])}, lb2 kernel {len(kernel_conns(lb2))}", stats, primary.stats())
         if loss:  # the link really lost frames, and replication made up for them
             dropped = sum(int(w) for ns in (lb1, lb2) for w in
-                          __import__("re").findall(r"dropped (\d+)", ns.run("tc", "-s", "qdisc", "show", "dev",
+                          re.findall(r"dropped (\d+)", ns.run("tc", "-s", "qdisc", "show", "dev",
                                                                                "sync0").stdout))
             assert dropped > 0, "netem dropped nothing"
 
         # A few connections opened after A's relay stopped are never synced: the control group.
         pump.primary_alive = False
-        assert ask(f"open {LATE}") == SYNCED + LATE
+        assert client.open(LATE) == SYNCED + LATE
 
         # A dies: links cut. B takes the VIP and the real server's gateway.
         for dev in ("front", "back", "sync0"):
@@ -185,8 +121,8 @@ def test_connections_survive_failover(netns, loss):
         for ns in (c, rs):  # what the new owner's gratuitous ARP achieves
             ns.run("ip", "neigh", "flush", "all")
 
-        survived = ask(f"exchange 0 {SYNCED}")
-        late = ask(f"exchange {SYNCED} {SYNCED + LATE}")
+        survived = client.exchange(0, SYNCED)
+        late = client.exchange(SYNCED, SYNCED + LATE)
         print(f"loss {loss}%: {survived}/{SYNCED} synced connections survived; "
               f"{late}/{LATE} unsynced ones did; backup {stats}")
         assert survived == SYNCED

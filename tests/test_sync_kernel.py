@@ -10,53 +10,16 @@ to a kernel master, feeding a kernel backup, and relaying one to the other.
 
 import re
 import select
-import subprocess
-import sys
 import time
 
 import pytest
 
+from topology import Client, echo_server, kernel_conns
 from understudy.sync import ConnTable, SyncReceiver, SyncSender
 
 pytestmark = pytest.mark.uml
 
 CONNECTIONS = 20
-
-ECHO_SERVER = """
-import socket, threading
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 8000)); srv.listen(128)
-print("ready", flush=True)
-def serve(c):
-    while (data := c.recv(1024)):
-        c.sendall(data)
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
-
-CLIENT = f"""
-import socket, sys
-conns = []
-for i in range({CONNECTIONS}):
-    c = socket.create_connection(("10.0.0.100", 80), timeout=5)
-    for _ in range(5):  # the master syncs a connection at its 3rd packet
-        c.sendall(b"ping"); assert c.recv(10) == b"ping"
-    conns.append(c)
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-def kernel_conns(ns):
-    """(cport, daddr, dport, state) of the client's connections in a namespace's IPVS table."""
-    rows = set()
-    for line in ns.run("cat", "/proc/net/ip_vs_conn").stdout.splitlines()[1:]:
-        f = line.split()
-        if f[0] == "TCP" and int(f[2], 16) != 0:
-            daddr = ".".join(str(int(f[5][i:i + 2], 16)) for i in range(0, 8, 2))
-            rows.add((int(f[2], 16), daddr, int(f[6], 16), f[7]))
-    return rows
 
 
 def our_conns(table):
@@ -78,8 +41,7 @@ def directors(netns):
         ns.run("ipvsadm", "-A", "-t", "10.0.0.100:80", "-s", "rr")
         ns.run("ipvsadm", "-a", "-t", "10.0.0.100:80", "-r", "192.168.1.11:8000", "-m")
     lb3.run("ipvsadm", "--start-daemon", "backup", "--mcast-interface", "feed0", "--syncid", "7")
-    server = rs.popen(sys.executable, "-c", ECHO_SERVER)
-    assert server.stdout.readline().strip() == "ready"
+    echo_server(rs)
     return c, lb1, lb2, lb3
 
 
@@ -98,11 +60,9 @@ def test_listen_to_a_kernel_master_then_feed_a_kernel_backup(directors):
         sender = SyncSender(interface="feed0", group="224.0.0.81")
     table = ConnTable(syncid=7)
     lb1.run("ipvsadm", "--start-daemon", "master", "--mcast-interface", "sync0", "--syncid", "7")
-    # The client holds its connections open until its stdin closes.
-    client = subprocess.Popen(c.argv(sys.executable, "-c", CLIENT), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    client = Client(c)
     try:
-        assert client.stdout.readline().strip() == "ready"
+        assert client.open(CONNECTIONS) == CONNECTIONS
         check_relay(lb1, lb3, receiver, sender, table)
     finally:
         client.kill()

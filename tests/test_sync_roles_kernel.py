@@ -8,49 +8,16 @@ import time
 
 import pytest
 
+from topology import Client, echo_server, kernel_conns, local_pair
+
 pytestmark = pytest.mark.uml
 
 CONNECTIONS = 12
 UNDERSTUDY = [sys.executable, "-m", "understudy.cli"]
 
-ECHO_SERVER = """
-import socket, threading
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 8000)); srv.listen(64)
-print("ready", flush=True)
-def serve(c):
-    while (data := c.recv(1024)):
-        c.sendall(data)
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
 
-CLIENT = f"""
-import socket, sys
-conns = []
-for i in range({CONNECTIONS}):
-    c = socket.create_connection(("10.0.0.100", 80), timeout=5)
-    for _ in range(5):
-        c.sendall(b"ping"); assert c.recv(10) == b"ping"
-    conns.append(c)
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-def local_pair(ns, a, b, addr_a, addr_b):
-    ns.run("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-    for dev, addr in ((a, addr_a), (b, addr_b)):
-        ns.run("ip", "addr", "add", addr, "dev", dev)
-        ns.run("ip", "link", "set", dev, "up")
-        ns.run("sysctl", "-qw", f"net.ipv4.conf.{dev}.accept_local=1", f"net.ipv4.conf.{dev}.rp_filter=0")
-    ns.run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
-
-
-def kernel_conns(ns):
-    return sum(1 for line in ns.run("cat", "/proc/net/ip_vs_conn").stdout.splitlines()[1:]
-               if line.startswith("TCP") and line.split()[2] != "0000")
+def count(ns):
+    return len(kernel_conns(ns))
 
 
 def test_relay_between_two_directors_with_the_cli(netns, tmp_path):
@@ -81,15 +48,14 @@ def test_relay_between_two_directors_with_the_cli(netns, tmp_path):
     time.sleep(1.5)  # both roles up before the kernel master starts talking
     assert primary.poll() is None and backup.poll() is None, (primary.stderr.read(), backup.stderr.read())
     lb1.run("ipvsadm", "--start-daemon", "master", "--mcast-interface", "ks0", "--syncid", "7")
-    assert rs.popen(sys.executable, "-c", ECHO_SERVER).stdout.readline().strip() == "ready"
-    client = subprocess.Popen(c.argv(sys.executable, "-c", CLIENT), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    echo_server(rs)
+    client = Client(c)
     try:
-        assert client.stdout.readline().strip() == "ready"
+        assert client.open(CONNECTIONS) == CONNECTIONS
         deadline = time.monotonic() + 30
-        while kernel_conns(lb2) < CONNECTIONS and time.monotonic() < deadline:
+        while count(lb2) < CONNECTIONS and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert kernel_conns(lb2) == CONNECTIONS
+        assert count(lb2) == CONNECTIONS
         time.sleep(1.5)  # the roles write their counters every second
         shown = json.loads(subprocess.run([*UNDERSTUDY, "sync", "stats", "--json", "--stats-file", str(stats)],
                                           capture_output=True, text=True, check=True).stdout)

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 
 use super::payload::{nack_to_bytes, Status, MAX_NACK_RANGES};
 use super::{Destination, Outgoing};
-use crate::auth::Keyring;
+use crate::auth::{Keyring, WINDOW_SIZE};
 use crate::table::ConnTable;
 use crate::wire::frame::{EmitError, Kind, Signer, Verifier};
 
@@ -136,11 +136,16 @@ impl Backup {
             self.highest = seq;
             if gap_from < seq {
                 self.missing.extend(gap_from..seq);
-                if self.missing.len() > MAX_MISSING {
-                    self.missing.clear();
+                out.push(self.nack(&[(gap_from, (seq - gap_from) as u32)])?);
+            }
+            // A frame that falls below the replay window can no longer be
+            // accepted, even resent: only a full copy repairs that.
+            let floor = self.highest.saturating_sub(WINDOW_SIZE - 1);
+            let too_old = self.missing.first().is_some_and(|&oldest| oldest < floor);
+            if too_old || self.missing.len() > MAX_MISSING {
+                self.missing.clear();
+                if !self.resync_pending(now_ms) {
                     out.push(self.request_resync(now_ms)?);
-                } else {
-                    out.push(self.nack(&[(gap_from, (seq - gap_from) as u32)])?);
                 }
             }
         } else {

@@ -124,10 +124,13 @@ impl Primary {
             }
             Kind::Status => {
                 let Some(status) = Status::parse(frame.payload) else { return Ok(Vec::new()) };
-                self.backups.insert(sender, status);
-                // A lost tail shows no gap to the backup; its STATUS shows it to us.
+                let previous = self.backups.insert(sender, status);
+                // A lost tail shows no gap to the backup; its STATUS shows it to
+                // us. Resend only when the backup has stalled since its last
+                // report: frames still in flight need no second copy.
+                let stalled = previous.is_some_and(|p| p.highest == status.highest);
                 let behind = status.highest < self.last_seq;
-                if behind && status.highest > 0 {
+                if stalled && behind && status.highest > 0 {
                     self.resend([(status.highest + 1, self.last_seq + 1)].into_iter(), table)
                 } else {
                     Ok(Vec::new())

@@ -1,0 +1,103 @@
+"""Pieces of the small networks the real-kernel tests build inside a guest:
+an echo real server, a client holding long-lived connections through a VIP,
+links inside one host, switches, and a look at a kernel's connection table."""
+
+import subprocess
+import sys
+
+ECHO_SERVER = """
+import socket, threading
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 8000)); srv.listen(128)
+print("ready", flush=True)
+def serve(c):
+    while (data := c.recv(1024)):
+        c.sendall(data)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+CLIENT = """
+import socket, sys
+conns = []
+def exchange(c):
+    try:
+        c.sendall(b"ping"); return c.recv(10) == b"ping"
+    except OSError:
+        return False
+for line in sys.stdin:
+    cmd, *arg = line.split()
+    if cmd == "open":
+        for _ in range(int(arg[0])):
+            c = socket.create_connection((arg[1], 80), timeout=3)
+            for _ in range(5):  # a kernel master syncs a connection at its 3rd packet
+                assert exchange(c)
+            conns.append(c)
+        print(len(conns), flush=True)
+    elif cmd == "exchange":
+        first, last = int(arg[0]), int(arg[1])
+        print(sum(exchange(c) for c in conns[first:last]), flush=True)
+"""
+
+
+def echo_server(ns):
+    """A TCP echo server on port 8000 in `ns`, ready when this returns."""
+    server = ns.popen(sys.executable, "-c", ECHO_SERVER)
+    assert server.stdout.readline().strip() == "ready"
+    return server
+
+
+class Client:
+    """A client in `ns` that opens and keeps TCP connections to `vip`:80."""
+
+    def __init__(self, ns, vip="10.0.0.100"):
+        self.vip = vip
+        self.proc = subprocess.Popen(ns.argv(sys.executable, "-c", CLIENT), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def _ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def open(self, n):
+        """Open `n` more connections (5 exchanges each); returns how many are open."""
+        return self._ask(f"open {n} {self.vip}")
+
+    def exchange(self, first, last):
+        """One exchange on connections [first, last); returns how many answered."""
+        return self._ask(f"exchange {first} {last}")
+
+    def kill(self):
+        self.proc.kill()
+
+
+def local_pair(ns, a, b, addr_a, addr_b):
+    """A veth pair inside one namespace: a kernel sync daemon on one end, Understudy on the other."""
+    ns.run("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+    for dev, addr in ((a, addr_a), (b, addr_b)):
+        ns.run("ip", "addr", "add", addr, "dev", dev)
+        ns.run("ip", "link", "set", dev, "up")
+        # Their packets come from an address of this same host.
+        ns.run("sysctl", "-qw", f"net.ipv4.conf.{dev}.accept_local=1", f"net.ipv4.conf.{dev}.rp_filter=0")
+    ns.run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
+
+
+def switch(sw, name, ports):
+    """A bridge in `sw` joining `ports`."""
+    sw.run("ip", "link", "add", name, "type", "bridge")
+    for port in ports:
+        sw.run("ip", "link", "set", port, "master", name)
+    sw.run("ip", "link", "set", name, "up")
+
+
+def kernel_conns(ns):
+    """(cport, daddr, dport, state) of the TCP connections in a namespace's IPVS table."""
+    rows = set()
+    for line in ns.run("cat", "/proc/net/ip_vs_conn").stdout.splitlines()[1:]:
+        f = line.split()
+        if f[0] == "TCP" and int(f[2], 16) != 0:
+            daddr = ".".join(str(int(f[5][i:i + 2], 16)) for i in range(0, 8, 2))
+            rows.add((int(f[2], 16), daddr, int(f[6], 16), f[7]))
+    return rows
