@@ -2,7 +2,8 @@
 real kernel, with loss injected on the sync link.
 
     client c -- front switch -- lb1 (VIP, primary) / lb2 (backup)
-    lb1, lb2 -- back switch -- real server rs (NAT: its gateway moves with the VIP)
+    NAT: lb1, lb2 -- back switch -- real server rs (its gateway moves with the VIP)
+    DR:  the real server on the front switch, VIP on its lo, replying directly
     lb1: kernel master --(local veth)--> Understudy primary relay
     lb1 relay ==(sync0, authenticated, netem loss)==> lb2 relay --(local veth)--> lb2 kernel backup
 
@@ -53,25 +54,36 @@ class Pump(threading.Thread):
             self.error = e
 
 
-@pytest.mark.parametrize("loss", [0, 10, 30])
-def test_connections_survive_failover(netns, loss):
+@pytest.mark.parametrize("method, loss", [("masq", 0), ("masq", 10), ("masq", 30), ("route", 30)])
+def test_connections_survive_failover(netns, method, loss):
     c, sw, lb1, lb2, rs = (netns(n) for n in ("c", "sw", "lb1", "lb2", "rs"))
     netns.veth(c, sw, "10.0.0.2/24", name_b="c")
     netns.veth(lb1, sw, "10.0.0.11/24", name_a="front", name_b="lb1f")
     netns.veth(lb2, sw, "10.0.0.12/24", name_a="front", name_b="lb2f")
-    netns.veth(rs, sw, "192.168.1.11/24", name_b="rs")
-    netns.veth(lb1, sw, "192.168.1.21/24", name_a="back", name_b="lb1b")
-    netns.veth(lb2, sw, "192.168.1.22/24", name_a="back", name_b="lb2b")
-    switch(sw, "br-front", ["c", "lb1f", "lb2f"])
-    switch(sw, "br-back", ["rs", "lb1b", "lb2b"])
     netns.veth(lb1, lb2, "10.255.0.1/24", "10.255.0.2/24", name_a="sync0", name_b="sync0")
-    rs.run("ip", "route", "add", "default", "via", "192.168.1.1")
     lb1.run("ip", "addr", "add", "10.0.0.100/32", "dev", "front")
-    lb1.run("ip", "addr", "add", "192.168.1.1/24", "dev", "back")
+    if method == "masq":
+        # NAT: the real server sits behind the directors; its gateway moves with the VIP.
+        netns.veth(rs, sw, "192.168.1.11/24", name_b="rs")
+        netns.veth(lb1, sw, "192.168.1.21/24", name_a="back", name_b="lb1b")
+        netns.veth(lb2, sw, "192.168.1.22/24", name_a="back", name_b="lb2b")
+        switch(sw, "br-front", ["c", "lb1f", "lb2f"])
+        switch(sw, "br-back", ["rs", "lb1b", "lb2b"])
+        rs.run("ip", "route", "add", "default", "via", "192.168.1.1")
+        lb1.run("ip", "addr", "add", "192.168.1.1/24", "dev", "back")
+        real, flag = "192.168.1.11:8000", "-m"
+    else:
+        # Direct routing: the real server shares the client's link, holds the VIP
+        # on lo without answering ARP for it, and replies to the client itself.
+        netns.veth(rs, sw, "10.0.0.21/24", name_b="rs")
+        switch(sw, "br-front", ["c", "lb1f", "lb2f", "rs"])
+        rs.run("ip", "addr", "add", "10.0.0.100/32", "dev", "lo")
+        rs.run("sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
+        real, flag = "10.0.0.21:80", "-g"
     for ns in (lb1, lb2):
         ns.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
         ns.run("ipvsadm", "-A", "-t", "10.0.0.100:80", "-s", "rr")
-        ns.run("ipvsadm", "-a", "-t", "10.0.0.100:80", "-r", "192.168.1.11:8000", "-m")
+        ns.run("ipvsadm", "-a", "-t", "10.0.0.100:80", "-r", real, flag)
     local_pair(lb1, "ks0", "us0", "169.254.1.1/30", "169.254.1.2/30")
     local_pair(lb2, "us0", "ks0", "169.254.2.1/30", "169.254.2.2/30")
     if loss:
@@ -90,7 +102,7 @@ def test_connections_survive_failover(netns, loss):
     # Small messages (3 entries each), so the lossy link carries many frames.
     lb1.run("ipvsadm", "--start-daemon", "master", "--mcast-interface", "ks0", "--syncid", "7",
             "--sync-maxlen", "116")
-    echo_server(rs)
+    echo_server(rs, port=8000 if method == "masq" else 80)
     client = Client(c)
     try:
         assert client.open(SYNCED) == SYNCED
@@ -113,17 +125,18 @@ def test_connections_survive_failover(netns, loss):
         pump.primary_alive = False
         assert client.open(LATE) == SYNCED + LATE
 
-        # A dies: links cut. B takes the VIP and the real server's gateway.
-        for dev in ("front", "back", "sync0"):
+        # A dies: links cut. B takes the VIP (and, for NAT, the real server's gateway).
+        for dev in ("front", "back", "sync0") if method == "masq" else ("front", "sync0"):
             lb1.run("ip", "link", "set", dev, "down")
         lb2.run("ip", "addr", "add", "10.0.0.100/32", "dev", "front")
-        lb2.run("ip", "addr", "add", "192.168.1.1/24", "dev", "back")
+        if method == "masq":
+            lb2.run("ip", "addr", "add", "192.168.1.1/24", "dev", "back")
         for ns in (c, rs):  # what the new owner's gratuitous ARP achieves
             ns.run("ip", "neigh", "flush", "all")
 
         survived = client.exchange(0, SYNCED)
         late = client.exchange(SYNCED, SYNCED + LATE)
-        print(f"loss {loss}%: {survived}/{SYNCED} synced connections survived; "
+        print(f"{method}, loss {loss}%: {survived}/{SYNCED} synced connections survived; "
               f"{late}/{LATE} unsynced ones did; backup {stats}")
         assert survived == SYNCED
         assert late == 0  # without sync they die: what makes the survivors' case

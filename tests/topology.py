@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 ECHO_SERVER = """
-import socket, threading
+import socket, sys, threading
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("0.0.0.0", 8000)); srv.listen(128)
+srv.bind(("0.0.0.0", int(sys.argv[1]))); srv.listen(128)
 print("ready", flush=True)
 def serve(c):
     while (data := c.recv(1024)):
@@ -41,9 +41,9 @@ for line in sys.stdin:
 """
 
 
-def echo_server(ns):
-    """A TCP echo server on port 8000 in `ns`, ready when this returns."""
-    server = ns.popen(sys.executable, "-c", ECHO_SERVER)
+def echo_server(ns, port=8000):
+    """A TCP echo server on `port` in `ns`, ready when this returns."""
+    server = ns.popen(sys.executable, "-c", ECHO_SERVER, str(port))
     assert server.stdout.readline().strip() == "ready"
     return server
 
