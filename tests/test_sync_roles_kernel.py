@@ -90,3 +90,42 @@ def test_a_key_others_can_read_is_refused(tmp_path):
     result = subprocess.run([*UNDERSTUDY, "sync", "relay", "backup", "--node", "2", "--key-file", str(key),
                              "--bind", "127.0.0.1", "--primary", "127.0.0.2"], capture_output=True, text=True)
     assert result.returncode == 2 and "chmod 600" in result.stderr
+
+
+def test_a_primary_started_late_seeds_its_backup_from_the_kernel(netns, tmp_path):
+    """Connections made before Understudy ran, with no kernel master daemon at all:
+    the primary reads them from its kernel and gives its backup a full copy."""
+    c, lb1, lb2, rs = (netns(n) for n in ("c", "lb1", "lb2", "rs"))
+    netns.veth(c, lb1, "10.0.0.2/24", ["10.0.0.1/24", "10.0.0.100/32"])
+    netns.veth(rs, lb1, "192.168.1.11/24", "192.168.1.1/24")
+    netns.veth(lb1, lb2, "10.255.0.1/24", "10.255.0.2/24", name_a="sync0", name_b="sync0")
+    rs.run("ip", "route", "add", "default", "via", "192.168.1.1")
+    lb1.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    for ns in (lb1, lb2):
+        ns.run("ipvsadm", "-A", "-t", "10.0.0.100:80", "-s", "rr")
+        ns.run("ipvsadm", "-a", "-t", "10.0.0.100:80", "-r", "192.168.1.11:8000", "-m")
+    local_pair(lb1, "ks0", "us0", "169.254.1.1/30", "169.254.1.2/30")
+    local_pair(lb2, "us0", "ks0", "169.254.2.1/30", "169.254.2.2/30")
+    lb2.run("ipvsadm", "--start-daemon", "backup", "--mcast-interface", "ks0", "--syncid", "0")
+    echo_server(rs)
+    client = Client(c)
+    key = tmp_path / "sync.key"
+    key.write_text("00112233445566778899aabbccddeeff")
+    key.chmod(0o600)
+    try:
+        assert client.open(CONNECTIONS) == CONNECTIONS
+        assert count(lb1) == CONNECTIONS and count(lb2) == 0
+        backup = lb2.popen(*UNDERSTUDY, "sync", "relay", "backup", "--node", "2", "--key-file", str(key),
+                           "--bind", "10.255.0.2", "--primary", "10.255.0.1", "--kernel-interface", "us0",
+                           "--stats-file", str(tmp_path / "b.json"))
+        time.sleep(1.0)
+        lb1.popen(*UNDERSTUDY, "sync", "relay", "primary", "--node", "1", "--key-file", str(key),
+                  "--kernel-interface", "us0", "--bind", "10.255.0.1", "--peer", "10.255.0.2",
+                  "--seed-from-kernel", "--stats-file", str(tmp_path / "p.json"))
+        deadline = time.monotonic() + 20
+        while count(lb2) < CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert kernel_conns(lb2) == kernel_conns(lb1)
+        assert backup.poll() is None
+    finally:
+        client.kill()

@@ -44,6 +44,8 @@ def register(commands: Subparsers) -> None:
     relay.add_argument("--peer", action="append", default=[], metavar="ADDR", help="a backup (primary; repeat)")
     relay.add_argument("--primary", metavar="ADDR", help="the primary's address (backup)")
     relay.add_argument("--kernel-interface", metavar="IF", help="where the local kernel daemon is (see docs/sync.md)")
+    relay.add_argument("--seed-from-kernel", action="store_true",
+                       help="primary: start with the connections the kernel already has (/proc/net/ip_vs_conn)")
     _common(relay)
     relay.set_defaults(handler=_relay)
 
@@ -109,7 +111,7 @@ def _relay(args: argparse.Namespace) -> int:
             return fail("sync relay primary: needs --kernel-interface and at least one --peer")
         role: Any = RelayPrimary(node=args.node, key=key, key_id=args.key_id, kernel_interface=args.kernel_interface,
                                  bind=args.bind, peers=args.peer, port=args.port, stats_file=stats_file,
-                                 state_file=args.state_file)
+                                 state_file=args.state_file, seed=args.seed_from_kernel)
     else:
         if not args.primary:
             return fail("sync relay backup: needs --primary")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from understudy._core import BackupRelay, ConnTable, PrimaryRelay, SyncReceiver, SyncSender
+from understudy.sync.seed import SeedReport, seed_table
 
 #: Backups report progress and re-ask for gaps this often.
 TICK = 0.1
@@ -200,14 +201,20 @@ class RelayPrimary(_Role):
     name = "relay-primary"
 
     def __init__(self, *, node: int, key: bytes, kernel_interface: str, bind: str, peers: list[str],
-                 key_id: int = 1, port: int = 8849, **kw: Any) -> None:
+                 key_id: int = 1, port: int = 8849, seed: bool = False, **kw: Any) -> None:
         super().__init__(**kw)
+        self.seed = seed
+        self.seeded: SeedReport | None = None
         self.args: Mapping[str, Any] = dict(node=node, epoch=epoch_now(), key=key, key_id=key_id,
                                             kernel_interface=kernel_interface, bind=bind, peers=peers, port=port)
         self.relay: PrimaryRelay | None = None
 
     def _open(self) -> list[int]:
+        # Listen first, then read the kernel: a connection made in between is
+        # in both, which does no harm; the reverse order could miss it.
         self.relay = PrimaryRelay(**self.args)
+        if self.seed:
+            self.seeded = seed_table(self.table)
         if len(self.table):
             self.relay.resync(self.table)  # a primary that starts with a table opens with it
         return list(self.relay.filenos())
@@ -217,7 +224,10 @@ class RelayPrimary(_Role):
         self.relay.pump(self.table)
 
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "relay": self.relay.stats() if self.relay else {}}
+        out = {**super().stats(), "relay": self.relay.stats() if self.relay else {}}
+        if self.seeded is not None:
+            out["seeded"] = self.seeded.seeded
+        return out
 
 
 class RelayBackup(_Role):
