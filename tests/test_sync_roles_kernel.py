@@ -20,7 +20,10 @@ def count(ns):
     return len(kernel_conns(ns))
 
 
-def test_relay_between_two_directors_with_the_cli(netns, tmp_path):
+@pytest.fixture
+def directors(netns):
+    """Client c -> director lb1 (NAT) -> real server rs; backup director lb2 on sync0;
+    in each director a local veth pair ks0/us0 between the kernel daemon and Understudy."""
     c, lb1, lb2, rs = (netns(n) for n in ("c", "lb1", "lb2", "rs"))
     netns.veth(c, lb1, "10.0.0.2/24", ["10.0.0.1/24", "10.0.0.100/32"])
     netns.veth(rs, lb1, "192.168.1.11/24", "192.168.1.1/24")
@@ -32,6 +35,11 @@ def test_relay_between_two_directors_with_the_cli(netns, tmp_path):
         ns.run("ipvsadm", "-a", "-t", "10.0.0.100:80", "-r", "192.168.1.11:8000", "-m")
     local_pair(lb1, "ks0", "us0", "169.254.1.1/30", "169.254.1.2/30")
     local_pair(lb2, "us0", "ks0", "169.254.2.1/30", "169.254.2.2/30")
+    return c, lb1, lb2, rs
+
+
+def test_relay_between_two_directors_with_the_cli(directors, tmp_path):
+    c, lb1, lb2, rs = directors
     lb2.run("ipvsadm", "--start-daemon", "backup", "--mcast-interface", "ks0", "--syncid", "7")
 
     key = tmp_path / "sync.key"
@@ -92,20 +100,10 @@ def test_a_key_others_can_read_is_refused(tmp_path):
     assert result.returncode == 2 and "chmod 600" in result.stderr
 
 
-def test_a_primary_started_late_seeds_its_backup_from_the_kernel(netns, tmp_path):
+def test_a_primary_started_late_seeds_its_backup_from_the_kernel(directors, tmp_path):
     """Connections made before Understudy ran, with no kernel master daemon at all:
     the primary reads them from its kernel and gives its backup a full copy."""
-    c, lb1, lb2, rs = (netns(n) for n in ("c", "lb1", "lb2", "rs"))
-    netns.veth(c, lb1, "10.0.0.2/24", ["10.0.0.1/24", "10.0.0.100/32"])
-    netns.veth(rs, lb1, "192.168.1.11/24", "192.168.1.1/24")
-    netns.veth(lb1, lb2, "10.255.0.1/24", "10.255.0.2/24", name_a="sync0", name_b="sync0")
-    rs.run("ip", "route", "add", "default", "via", "192.168.1.1")
-    lb1.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-    for ns in (lb1, lb2):
-        ns.run("ipvsadm", "-A", "-t", "10.0.0.100:80", "-s", "rr")
-        ns.run("ipvsadm", "-a", "-t", "10.0.0.100:80", "-r", "192.168.1.11:8000", "-m")
-    local_pair(lb1, "ks0", "us0", "169.254.1.1/30", "169.254.1.2/30")
-    local_pair(lb2, "us0", "ks0", "169.254.2.1/30", "169.254.2.2/30")
+    c, lb1, lb2, rs = directors
     lb2.run("ipvsadm", "--start-daemon", "backup", "--mcast-interface", "ks0", "--syncid", "0")
     echo_server(rs)
     client = Client(c)
