@@ -40,6 +40,8 @@ pub struct Backup {
     highest: u64,
     missing: BTreeSet<u64>,
     resync: Resync,
+    /// Sequence number of the last RESYNC_END seen.
+    copy_end: Option<u64>,
     stats: BackupStats,
     /// Keep the sync messages of accepted DATA frames, for a local kernel backup.
     forward: bool,
@@ -55,6 +57,7 @@ impl Backup {
             highest: 0,
             missing: BTreeSet::new(),
             resync: Resync::Requested(0),
+            copy_end: None,
             stats: BackupStats::default(),
             forward: false,
             forwarded: Vec::new(),
@@ -160,18 +163,22 @@ impl Backup {
                 }
             }
             Kind::ResyncBegin => self.resync = Resync::Running(seq),
-            Kind::ResyncEnd => {
-                if let Resync::Running(begin) = self.resync {
-                    // The copy supersedes anything lost before it.
-                    self.missing = self.missing.split_off(&begin);
-                    self.resync = Resync::Done;
-                    self.stats.resyncs_completed += 1;
-                }
+            Kind::ResyncEnd => self.copy_end = Some(seq),
+            _ => {}
+        }
+        // A copy is complete once both its ends are here (in any order: either
+        // may have been lost and resent) and nothing between them is missing.
+        if let (Resync::Running(begin), Some(end)) = (self.resync, self.copy_end) {
+            if begin < end && self.missing.range(begin..end).next().is_none() {
+                // The copy supersedes anything lost before it.
+                self.missing = self.missing.split_off(&begin);
+                self.resync = Resync::Done;
+                self.copy_end = None;
+                self.stats.resyncs_completed += 1;
                 if self.caught_up() {
                     out.push(self.frame(Destination::Reply, Kind::Status, &self.status().to_bytes())?);
                 }
             }
-            _ => {}
         }
         Ok(out)
     }
