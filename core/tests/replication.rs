@@ -241,3 +241,27 @@ fn a_copy_completes_when_its_begin_arrives_after_its_end() {
     assert!(backup.caught_up());
     assert_eq!(conns(&table), conns(&master));
 }
+
+#[test]
+fn a_full_copy_carries_the_masters_syncid() {
+    // Backups that filter on the kernel master's syncid must not drop the copy.
+    let mut master = ConnTable::default();
+    let mut primary = Primary::new(1, 100, keyring());
+    let mut b = MessageBuilder::new(Version::V1, 7, 1472);
+    for m in messages(0, 50) {
+        master.apply_datagram(&m, 1);
+    }
+    for r in master.iter() {
+        b.push(&r.conn).unwrap();
+    }
+    for m in b.finish() {
+        primary.publish(&m).unwrap();
+    }
+    let mut backup = Backup::new(2, 200, keyring());
+    let mut filtered = ConnTable::new(understudy_core::table::TableConfig { syncid: 7, ..Default::default() });
+    for f in primary.resync(&master).unwrap() {
+        backup.handle(&f.bytes, &mut filtered, 1_000).unwrap();
+    }
+    assert!(backup.caught_up());
+    assert_eq!(filtered.len(), 50);
+}

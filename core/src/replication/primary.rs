@@ -32,6 +32,9 @@ pub struct Primary {
     history_limit: usize,
     last_seq: u64,
     backups: BTreeMap<u32, Status>,
+    /// The syncid of the last kernel message published: a full copy carries it
+    /// too, or backups (and their kernels) that filter on it would drop the copy.
+    syncid: u8,
     stats: PrimaryStats,
 }
 
@@ -50,6 +53,7 @@ impl Primary {
             history_limit: history_bytes,
             last_seq: 0,
             backups: BTreeMap::new(),
+            syncid: 0,
             stats: PrimaryStats::default(),
         }
     }
@@ -90,6 +94,9 @@ impl Primary {
     /// Wrap one kernel sync message for the group.
     pub fn publish(&mut self, message: &[u8]) -> Result<Vec<u8>, EmitError> {
         self.stats.data_frames += 1;
+        if let Some(&syncid) = message.get(1) {
+            self.syncid = syncid;
+        }
         self.seal(Kind::Data, message)
     }
 
@@ -97,7 +104,7 @@ impl Primary {
     pub fn resync(&mut self, table: &ConnTable) -> Result<Vec<Outgoing>, EmitError> {
         self.stats.resyncs += 1;
         let mut out = vec![self.seal(Kind::ResyncBegin, &[])?];
-        for message in table.encode(Version::V1, 0, DEFAULT_MAX_LEN) {
+        for message in table.encode(Version::V1, self.syncid, DEFAULT_MAX_LEN) {
             out.push(self.publish(&message)?);
         }
         out.push(self.seal(Kind::ResyncEnd, &(table.len() as u64).to_be_bytes())?);
