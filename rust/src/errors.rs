@@ -28,3 +28,8 @@ pub fn bad_address(text: &str) -> PyErr {
 pub fn bad_version(version: u8) -> PyErr {
     PyValueError::new_err(format!("sync version must be 0 or 1, not {version}"))
 }
+
+/// A socket failure, naming what was being done: `OSError(errno, "what: reason")`.
+pub fn os_error(what: &str, e: std::io::Error) -> PyErr {
+    pyo3::exceptions::PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("{what}: {e}")))
+}

@@ -5,18 +5,15 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use understudy_core::auth::Keyring;
 use understudy_core::replication::{Backup, BackupRelay as CoreBackupRelay, Primary, PrimaryRelay as CorePrimaryRelay};
 use understudy_core::transport::{MulticastOptions, SyncSocket};
 
+use crate::errors::os_error;
 use crate::sync::parse_addr;
 use crate::table::{monotonic, seconds, ConnTable};
-
-fn os_error(what: &str, e: std::io::Error) -> PyErr {
-    PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("{what}: {e}")))
-}
 
 fn keyring(key_id: u16, key: &[u8]) -> PyResult<Keyring> {
     Keyring::new(key_id, key).map_err(|e| PyValueError::new_err(format!("replication key: {e}")))

@@ -5,17 +5,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use understudy_core::transport::{Counters, MulticastOptions, Receiver, Sender, SyncSocket};
 
+use crate::errors::os_error;
 use crate::sync::{parse_addr, parse_version};
 use crate::table::{seconds, ConnTable};
-
-fn os_error(what: &str, e: std::io::Error) -> PyErr {
-    PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("{what}: {e}")))
-}
 
 type CountersDict = HashMap<&'static str, u64>;
 

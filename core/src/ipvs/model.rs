@@ -167,10 +167,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn parse(nest: Attrs<'_>) -> Stats {
+    /// `wide`: a STATS64 nest (every counter u64); otherwise STATS, where
+    /// only INBYTES and OUTBYTES are u64.
+    fn parse(nest: Attrs<'_>, wide: bool) -> Stats {
         let mut s = Stats::default();
         for a in nest {
-            let v = a.u64().unwrap_or(0);
+            let v = if wide || matches!(a.kind, 4 | 5) { a.u64() } else { a.u32().map(u64::from) }.unwrap_or(0);
             match a.kind {
                 1 => s.conns = v,
                 2 => s.inpkts = v,
@@ -246,7 +248,7 @@ impl Service {
                 svc::TIMEOUT => s.timeout = a.u32()?,
                 svc::NETMASK => s.netmask = a.u32()?,
                 svc::PE_NAME => s.pe_name = a.str(),
-                svc::STATS64 => s.stats = Some(Stats::parse(a.nested())),
+                svc::STATS64 => s.stats = Some(Stats::parse(a.nested(), true)),
                 svc::STATS => stats32 = Some(a),
                 _ => {}
             }
@@ -255,37 +257,13 @@ impl Service {
             s.netmask = u32::from_be(s.netmask);
         }
         if s.stats.is_none() {
-            s.stats = stats32.map(|a| Stats::parse32(a.nested()));
+            s.stats = stats32.map(|a| Stats::parse(a.nested(), false));
         }
         s.key = match fwmark {
             Some(mark) if mark != 0 => ServiceKey::Fwmark { af, mark },
             _ => ServiceKey::Addr { protocol, addr: addr_from(af, addr?.payload)?, port },
         };
         Some(s)
-    }
-}
-
-impl Stats {
-    fn parse32(nest: Attrs<'_>) -> Stats {
-        // Only INBYTES/OUTBYTES are 64-bit in the 32-bit nest.
-        let mut s = Stats::default();
-        for a in nest {
-            let v = if matches!(a.kind, 4 | 5) { a.u64() } else { a.u32().map(u64::from) }.unwrap_or(0);
-            match a.kind {
-                1 => s.conns = v,
-                2 => s.inpkts = v,
-                3 => s.outpkts = v,
-                4 => s.inbytes = v,
-                5 => s.outbytes = v,
-                6 => s.cps = v,
-                7 => s.inpps = v,
-                8 => s.outpps = v,
-                9 => s.inbps = v,
-                10 => s.outbps = v,
-                _ => {}
-            }
-        }
-        s
     }
 }
 
@@ -376,7 +354,7 @@ impl Dest {
                 dest::INACT_CONNS => d.inactive_conns = a.u32()?,
                 dest::PERSIST_CONNS => d.persist_conns = a.u32()?,
                 dest::ADDR_FAMILY => af = a.u16()?,
-                dest::STATS64 => d.stats = Some(Stats::parse(a.nested())),
+                dest::STATS64 => d.stats = Some(Stats::parse(a.nested(), true)),
                 dest::STATS => stats32 = Some(a),
                 dest::TUN_TYPE => d.tun_type = a.u8()?,
                 dest::TUN_PORT => d.tun_port = a.be16()?,
@@ -385,7 +363,7 @@ impl Dest {
             }
         }
         if d.stats.is_none() {
-            d.stats = stats32.map(|a| Stats::parse32(a.nested()));
+            d.stats = stats32.map(|a| Stats::parse(a.nested(), false));
         }
         d.addr = addr_from(af, addr?.payload)?;
         Some(d)
