@@ -156,17 +156,17 @@ class ClusterConfig:
 
 
 def _read_key(t: Table, base: Path) -> tuple[bytes, int]:
-    key_id = t.int("key_id", 1, min=0, max=0xFFFF)
+    key_id = t.integer("key_id", 1, min=0, max=0xFFFF)
     if t.has("key") and t.has("key_file"):
         raise t.error("key_file", "give either key or key_file, not both")
     if t.has("key"):
-        text = t.str("key")
+        text = t.string("key")
         try:
             key = bytes.fromhex(text)
         except ValueError:
             raise t.error("key", "expected hex digits (prefer key_file, readable by root only)") from None
     else:
-        path = base / t.str("key_file")
+        path = base / t.string("key_file")
         try:
             raw = path.read_bytes()
         except OSError as e:
@@ -182,10 +182,10 @@ def _read_key(t: Table, base: Path) -> tuple[bytes, int]:
 
 
 def _read_path(t: Table, index: int) -> PathConfig:
-    kind = t.str("type", choices=PATH_KINDS)
-    name = t.str("name", f"{kind}{index}")
+    kind = t.string("type", choices=PATH_KINDS)
+    name = t.string("name", f"{kind}{index}")
     if kind == "serial":
-        path = PathConfig(name, kind, device=t.str("device"), baud=t.int("baud", 115200, min=1200))
+        path = PathConfig(name, kind, device=t.string("device"), baud=t.integer("baud", 115200, min=1200))
     else:
         group = t.address("group", None) if kind == "multicast" else None
         if kind == "multicast" and group is None:
@@ -195,10 +195,10 @@ def _read_path(t: Table, index: int) -> PathConfig:
         path = PathConfig(
             name,
             kind,
-            interface=t.str("interface", None),
-            port=t.int("port", 694, min=1, max=65535),
+            interface=t.string("interface", None),
+            port=t.integer("port", 694, min=1, max=65535),
             group=group,
-            ttl=t.int("ttl", 1, min=1, max=255),
+            ttl=t.integer("ttl", 1, min=1, max=255),
         )
         if kind in ("multicast", "broadcast") and path.interface is None:
             raise t.error(None, f"a {kind} path needs 'interface'")
@@ -218,18 +218,18 @@ def read_cluster(root: Table, node: int | None, base: Path) -> ClusterConfig:
     unicast = {p.name for p in paths if p.kind == "unicast"}
 
     nodes: list[NodeConfig] = []
-    for n in c.tables("node"):
+    for nt in c.tables("node"):
         addresses = {}
-        at = n.table("addresses")
+        at = nt.table("addresses")
         for path_name in list(at.data):
             if path_name not in unicast:
                 raise at.error(path_name, f"no unicast path named {path_name!r} (paths: {', '.join(names)})")
             addresses[path_name] = at.address(path_name)
         at.done()
-        node_id = n.int("id", min=1, max=MAX_NODES)
-        nodes.append(NodeConfig(node_id, n.str("name", f"node{node_id}"), n.int("priority", 100, min=0, max=255),
-                                addresses))
-        n.done()
+        node_id = nt.integer("id", min=1, max=MAX_NODES)
+        name = nt.string("name", f"node{node_id}")
+        nodes.append(NodeConfig(node_id, name, nt.integer("priority", 100, min=0, max=255), addresses))
+        nt.done()
     if not nodes:
         raise c.error(None, "no nodes: list each director as a [[cluster.node]]")
     ids = [n.id for n in nodes]
@@ -241,7 +241,7 @@ def read_cluster(root: Table, node: int | None, base: Path) -> ClusterConfig:
             raise c.error("node", f"node {n.id} has no address for unicast path(s) {', '.join(sorted(missing))}")
 
     if node is None:
-        node = root.int("node", None, min=1, max=MAX_NODES)
+        node = root.integer("node", None, min=1, max=MAX_NODES)
     else:
         root.raw("node")
     if node is None:
@@ -250,15 +250,15 @@ def read_cluster(root: Table, node: int | None, base: Path) -> ClusterConfig:
         raise root.error("node", f"node {node} is not among the cluster's nodes {sorted(ids)}")
 
     key, key_id = _read_key(c, base)
-    interval = c.int("interval_ms", 1000, min=1, max=60_000)
-    warn = c.int("warn_ms", 3 * interval, min=interval)
-    dead = c.int("dead_ms", 5 * interval, min=interval)
+    interval = c.integer("interval_ms", 1000, min=1, max=60_000)
+    warn = c.integer("warn_ms", 3 * interval, min=interval)
+    dead = c.integer("dead_ms", 5 * interval, min=interval)
     if warn > dead:
         raise c.error("warn_ms", f"warn_ms ({warn}) must not exceed dead_ms ({dead})")
-    initdead = c.int("initdead_ms", max(2 * dead, dead + 1), min=dead)
+    initdead = c.integer("initdead_ms", max(2 * dead, dead + 1), min=dead)
     tiebreaker = c.address("tiebreaker", None)
     config = ClusterConfig(
-        id=c.int("id", min=0, max=0xFFFF_FFFF),
+        id=c.integer("id", min=0, max=0xFFFF_FFFF),
         node=node,
         nodes=tuple(nodes),
         paths=paths,
@@ -268,11 +268,11 @@ def read_cluster(root: Table, node: int | None, base: Path) -> ClusterConfig:
         warn_ms=warn,
         dead_ms=dead,
         initdead_ms=initdead,
-        auto_failback=c.bool("auto_failback", False),
-        failback_delay=c.float("failback_delay", 0.0, min=0.0),
-        quorum=c.bool("quorum", True),
+        auto_failback=c.boolean("auto_failback", False),
+        failback_delay=c.number("failback_delay", 0.0, min=0.0),
+        quorum=c.boolean("quorum", True),
         tiebreaker=tiebreaker,
-        rt_priority=c.int("rt_priority", None, min=1, max=99),
+        rt_priority=c.integer("rt_priority", None, min=1, max=99),
         vips=tuple(_read_vip(v) for v in root.tables("vip")),
         announce=_read_announce(root.table("announce")),
         tracking=_read_tracking(root.table("tracking")),
@@ -283,7 +283,7 @@ def read_cluster(root: Table, node: int | None, base: Path) -> ClusterConfig:
 
 
 def _read_vip(t: Table) -> VipConfig:
-    vip = VipConfig(t.interface_address("address"), t.str("interface"), t.str("label", None))
+    vip = VipConfig(t.interface_address("address"), t.string("interface"), t.string("label", None))
     if vip.label is not None and not vip.label.startswith(vip.interface):
         raise t.error("label", f"a label must start with the interface name ({vip.interface}:...)")
     t.done()
@@ -292,9 +292,9 @@ def _read_vip(t: Table) -> VipConfig:
 
 def _read_announce(t: Table) -> AnnounceConfig:
     a = AnnounceConfig(
-        repeat=t.int("repeat", 5, min=0, max=100),
-        interval=t.float("interval", 0.2, min=0.0),
-        refresh=t.float("refresh", 0.0, min=0.0),
+        repeat=t.integer("repeat", 5, min=0, max=100),
+        interval=t.number("interval", 0.2, min=0.0),
+        refresh=t.number("refresh", 0.0, min=0.0),
     )
     t.done()
     return a
@@ -304,31 +304,31 @@ def _read_tracking(t: Table) -> TrackingConfig:
     g = t.table("gateways")
     gateways = GatewayConfig(
         addresses=tuple(_addresses(g, "addresses")),
-        interval=g.float("interval", 1.0, min=0.01),
-        timeout=g.float("timeout", 1.0, min=0.01),
-        fall=g.int("fall", 3, min=1),
-        rise=g.int("rise", 2, min=1),
+        interval=g.number("interval", 1.0, min=0.01),
+        timeout=g.number("timeout", 1.0, min=0.01),
+        fall=g.integer("fall", 3, min=1),
+        rise=g.integer("rise", 2, min=1),
     )
     g.done()
     scripts = []
     for s in t.tables("script"):
         scripts.append(TrackScript(
             command=s.command("command", None) or _missing(s, "command"),
-            interval=s.float("interval", 2.0, min=0.01),
-            timeout=s.float("timeout", 2.0, min=0.01),
-            weight=s.int("weight", 0, min=-255, max=0),
-            fall=s.int("fall", 1, min=1),
-            rise=s.int("rise", 1, min=1),
+            interval=s.number("interval", 2.0, min=0.01),
+            timeout=s.number("timeout", 2.0, min=0.01),
+            weight=s.integer("weight", 0, min=-255, max=0),
+            fall=s.integer("fall", 1, min=1),
+            rise=s.integer("rise", 1, min=1),
         ))
         s.done()
-    tracking = TrackingConfig(interfaces=t.strs("interfaces", ()), gateways=gateways, scripts=tuple(scripts))
+    tracking = TrackingConfig(interfaces=t.strings("interfaces", ()), gateways=gateways, scripts=tuple(scripts))
     t.done()
     return tracking
 
 
 def _addresses(t: Table, key: str) -> list[IpAddress]:
     out = []
-    for i, text in enumerate(t.strs(key, ())):
+    for i, text in enumerate(t.strings(key, ())):
         try:
             out.append(ipaddress.ip_address(text))
         except ValueError:
@@ -347,7 +347,7 @@ def _read_notify(t: Table) -> NotifyConfig:
         fault=t.command("fault"),
         stop=t.command("stop"),
         any=t.command("any"),
-        timeout=t.float("timeout", 10.0, min=0.1),
+        timeout=t.number("timeout", 10.0, min=0.1),
     )
     t.done()
     return n

@@ -54,22 +54,22 @@ class Table:
             raise self.error(key, f"expected {expected}, got {_show(value)}")
         return value
 
-    def str(self, key: str, default: Any = REQUIRED, *, choices: tuple[str, ...] = ()) -> Any:
+    def string(self, key: str, default: Any = REQUIRED, *, choices: tuple[str, ...] = ()) -> Any:
         value = self._take(key, default, "a string", lambda v: isinstance(v, str))
         if choices and value is not default and value not in choices:
             raise self.error(key, f"expected one of {', '.join(choices)}; got {value!r}")
         return value
 
-    def bool(self, key: str, default: Any = REQUIRED) -> Any:
+    def boolean(self, key: str, default: Any = REQUIRED) -> Any:
         return self._take(key, default, "true or false", lambda v: isinstance(v, bool))
 
-    def int(self, key: str, default: Any = REQUIRED, *, min: int | None = None, max: int | None = None) -> Any:
+    def integer(self, key: str, default: Any = REQUIRED, *, min: int | None = None, max: int | None = None) -> Any:
         value = self._take(key, default, "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
         if value is not default:
             self._range(key, value, min, max)
         return value
 
-    def float(self, key: str, default: Any = REQUIRED, *, min: float | None = None, max: float | None = None) -> Any:
+    def number(self, key: str, default: Any = REQUIRED, *, min: float | None = None, max: float | None = None) -> Any:
         value = self._take(
             key, default, "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
         )
@@ -78,7 +78,7 @@ class Table:
             self._range(key, value, min, max)
         return value
 
-    def strs(self, key: str, default: Any = REQUIRED) -> Any:
+    def strings(self, key: str, default: Any = REQUIRED) -> Any:
         value = self._take(
             key, default, "a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)
         )
@@ -95,7 +95,7 @@ class Table:
             lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
         )
         if value is default or value is None:
-            return value  # type: ignore[no-any-return]
+            return None
         try:
             argv = tuple(shlex.split(value)) if isinstance(value, str) else tuple(value)
         except ValueError as e:
@@ -105,7 +105,7 @@ class Table:
         return argv
 
     def address(self, key: str, default: Any = REQUIRED) -> Any:
-        value = self.str(key, default)
+        value = self.string(key, default)
         if value is default or value is None:
             return value
         try:
@@ -114,7 +114,7 @@ class Table:
             raise self.error(key, f"not an IP address: {value!r}") from None
 
     def interface_address(self, key: str, default: Any = REQUIRED) -> Any:
-        value = self.str(key, default)
+        value = self.string(key, default)
         if value is default or value is None:
             return value
         try:
