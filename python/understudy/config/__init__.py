@@ -6,10 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from understudy.config.cluster import ClusterConfig, read_cluster
+from understudy.config.director import DirectorConfig, read_director
 from understudy.config.reader import Table
 from understudy.config.source import ConfigError, load
 
-__all__ = ["ClusterConfig", "ConfigError", "load_cluster"]
+__all__ = ["ClusterConfig", "ConfigError", "DirectorConfig", "load_cluster", "load_config"]
+
+
+def load_config(path: str | Path, node: int | None = None) -> DirectorConfig:
+    """A whole director config file (`understudy run`, `check-config`)."""
+    return read_director(Table(load(path)), node, Path(path).resolve().parent)
 
 
 def load_cluster(path: str | Path, node: int | None = None) -> ClusterConfig:
