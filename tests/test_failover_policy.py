@@ -179,6 +179,16 @@ def test_manual_switch_sticks_against_failback():
     assert c.primaries() == [1]
 
 
+def test_switch_asked_on_another_node():
+    c = Cluster({1: 200, 2: 100, 3: 50})
+    c.settle()
+    c.nodes[1].switch_to(3)
+    c.settle()
+    assert c.primaries() == [3]
+    assert c.nodes[1].state.handover is None
+    assert all(sum(r == Role.PRIMARY for r in roles.values()) <= 1 for roles in c.history)
+
+
 def test_stopping_node_hands_over_without_dead_time():
     c = Cluster({1: 200, 2: 100})
     c.settle()

@@ -30,7 +30,7 @@ __all__ = [
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
-#: Node ids run 1..32: up to 32 directors, as the heartbeat's membership view holds.
+#: Node ids run 0..31: up to 32 directors, one bit each in the heartbeat's membership view.
 MAX_NODES = 32
 PATH_KINDS = ("unicast", "multicast", "broadcast", "serial")
 
@@ -226,7 +226,7 @@ def read_cluster(root: Table, node: int | None, base: Path) -> ClusterConfig:
                 raise at.error(path_name, f"no unicast path named {path_name!r} (paths: {', '.join(names)})")
             addresses[path_name] = at.address(path_name)
         at.done()
-        node_id = nt.integer("id", min=1, max=MAX_NODES)
+        node_id = nt.integer("id", min=0, max=MAX_NODES - 1)
         name = nt.string("name", f"node{node_id}")
         nodes.append(NodeConfig(node_id, name, nt.integer("priority", 100, min=0, max=255), addresses))
         nt.done()
@@ -241,7 +241,7 @@ def read_cluster(root: Table, node: int | None, base: Path) -> ClusterConfig:
             raise c.error("node", f"node {n.id} has no address for unicast path(s) {', '.join(sorted(missing))}")
 
     if node is None:
-        node = root.integer("node", None, min=1, max=MAX_NODES)
+        node = root.integer("node", None, min=0, max=MAX_NODES - 1)
     else:
         root.raw("node")
     if node is None:

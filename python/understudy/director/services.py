@@ -130,6 +130,11 @@ class ServiceMonitor:
                 await self._task
             self._task = None
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The running loop (the supervisor restarts the subsystem if it dies)."""
+        return self._task
+
     async def reload(self, services: Sequence[ServiceConfig]) -> list[str]:
         """Adopt a new config: keep the state of servers that stay, check new ones,
         drain removed ones (the reconciler deletes them once their connections end)."""

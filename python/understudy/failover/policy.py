@@ -88,6 +88,8 @@ class NodeState:
     #: Priority after tracking penalties (1..255 to be eligible; 0 never wins).
     effective: int = 100
     flags: Flags = Flags.HEALTHY
+    #: A manual switch this node relays: the node it asks to take over.
+    handover: int | None = None
 
     @property
     def eligible(self) -> bool:
@@ -225,7 +227,13 @@ class Election:
     def update(self, now: float, peers: Iterable[NodeState], *, tiebreaker_up: bool = False) -> Decision:
         """Decide again; returns the decision (its role also set in `state`)."""
         peers = list(peers)
+        if any(p.handover == self.state.node for p in peers) and self.state.role != Role.PRIMARY:
+            self.switch_here()  # a switch asked on another node, naming us
         me = self.state
+        if me.handover is not None:
+            target = next((p for p in peers if p.node == me.handover), None)
+            if target is None or target.role == Role.PRIMARY:
+                me = replace(me, handover=None)  # done, or the target is gone
         ready = me.eligible and bool(me.flags & Flags.CAUGHT_UP)
         if not ready:
             self.ready_since = None
@@ -268,6 +276,13 @@ class Election:
     def switch_here(self) -> None:
         """Manual switch to this node: ask the holder to hand over."""
         self.set_health(TAKEOVER=True, STANDBY=False)
+
+    def switch_to(self, node: int) -> None:
+        """Manual switch to another node: name it in our heartbeats until it holds the role."""
+        if node == self.state.node:
+            self.switch_here()
+        else:
+            self.state = replace(self.state, handover=node)
 
     def stop(self) -> None:
         """Advertise STOPPING: peers take over at once instead of waiting for the dead time."""
