@@ -20,8 +20,11 @@ class SyncConfig:
     """Connection sync between directors: the kernel daemons relayed by Understudy."""
 
     mode: str = "off"  # off | relay
-    #: Where the kernel sync daemons send and listen (their multicast interface).
+    #: Where Understudy hears the kernel master and feeds the kernel backup.
     interface: str | None = None
+    #: The kernel sync daemons' own interface. The master turns multicast loop
+    #: off, so a local listener needs the other end of a veth pair (or a wire).
+    kernel_interface: str | None = None
     syncid: int = 0
     #: Understudy-to-Understudy port.
     port: int = 8849
@@ -105,7 +108,8 @@ def _read_sync(t: Table, cluster: ClusterConfig | None) -> SyncConfig:
         raise t.error("addresses", f"no sync address for node(s) {sorted(missing)}")
     sync = SyncConfig(
         mode=mode,
-        interface=t.string("interface"),
+        interface=(interface := t.string("interface")),
+        kernel_interface=t.string("kernel_interface", interface),
         syncid=t.integer("syncid", 0, min=0, max=255),
         port=t.integer("port", 8849, min=1, max=65535),
         addresses=tuple(sorted(addresses)),
