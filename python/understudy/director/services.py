@@ -227,6 +227,8 @@ class ServiceMonitor:
         """One reconcile of the kernel to `desired()`; returns what it changed."""
         self._dirty.clear()
         desired = self.desired()
+        if not desired and not self._managed:
+            return []  # nothing to manage (failover-only): do not even open IPVS
         try:
             current = [s for s in await asyncio.to_thread(self.ipvs.dump, False) if s.key in self._managed]
             changes = self.reconciler.plan(desired, current)
