@@ -47,18 +47,17 @@ def _request(cfg: HttpProbe) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _line(reader: asyncio.StreamReader) -> bytes:
+async def _line(reader: asyncio.StreamReader, where: str = "mid-header") -> bytes:
     try:
         return await reader.readuntil(b"\n")
     except asyncio.LimitOverrunError:
         raise _Malformed("header line too long") from None
-    except asyncio.IncompleteReadError as exc:
-        raise _Malformed("connection closed mid-header" if exc.partial else "connection closed before status") \
-            from None
+    except asyncio.IncompleteReadError:
+        raise _Malformed(f"connection closed {where}") from None
 
 
 async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    status_line = await _line(reader)
+    status_line = await _line(reader, "before status")
     parts = status_line.rstrip(b"\r\n").split(b" ", 2)
     if len(parts) < 2 or not re.fullmatch(rb"HTTP/1\.[01]", parts[0]) or not re.fullmatch(rb"[1-5][0-9][0-9]",
                                                                                         parts[1]):
@@ -78,7 +77,7 @@ async def _head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
 async def _chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
     body = bytearray()
     while True:
-        size_line = (await _line(reader)).split(b";", 1)[0].strip()
+        size_line = (await _line(reader, "mid-body")).split(b";", 1)[0].strip()
         if not re.fullmatch(rb"[0-9A-Fa-f]{1,8}", size_line):
             raise _Malformed("malformed chunk size")
         size = int(size_line, 16)

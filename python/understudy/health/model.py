@@ -226,15 +226,19 @@ class Check:
 
     probe: Probe
     interval: float = 5.0
-    timeout: float = 3.0
+    # Per attempt; the default is 3 s or the interval if shorter.
+    timeout: float = None  # type: ignore[assignment]
     rise: int = 2
     fall: int = 3
     # Quick attempts after a failed one, before the run counts as a failure.
     retries: int = 0
     retry_delay: float = 0.2
-    name: str = field(default="", compare=False)
+    # A name for logs (say, the virtual service's); not part of the check's identity.
+    label: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        if self.timeout is None and isinstance(self.interval, (int, float)):
+            object.__setattr__(self, "timeout", min(3.0, self.interval))
         for key in ("interval", "timeout", "retry_delay"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -243,18 +247,18 @@ class Check:
             raise _fail("interval", self.interval, "0.01 to 86400 seconds")
         if not 0.001 <= self.timeout <= self.interval:
             raise _fail("timeout", self.timeout, f"0.001 s up to the interval ({self.interval} s)")
-        if not 0 <= self.retry_delay <= self.interval:
-            raise _fail("retry_delay", self.retry_delay, "0 up to the interval")
+        if not 0 <= self.retry_delay <= 60:
+            raise _fail("retry_delay", self.retry_delay, "0 to 60 seconds")
         for key, low, high in (("rise", 1, 1000), ("fall", 1, 1000), ("retries", 0, 10)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise _fail(key, value, f"an integer {low}-{high}")
 
     @property
-    def label(self) -> str:
-        """A short human name for logs: the configured name, else kind and target."""
-        if self.name:
-            return self.name
+    def title(self) -> str:
+        """A short human name for logs: the label, else kind and target."""
+        if self.label:
+            return self.label
         p = self.probe
         if isinstance(p, ScriptProbe):
             return f"script {' '.join(p.argv)}"
@@ -263,7 +267,7 @@ class Check:
         return f"{p.kind} {addr}:{port}" if port is not None else f"{p.kind} {p.address}"
 
 
-_TIMING = {"interval", "timeout", "rise", "fall", "retries", "retry_delay", "name"}
+_TIMING = {"interval", "timeout", "rise", "fall", "retries", "retry_delay", "label"}
 
 
 def _payload(table: dict[str, Any], key: str) -> bytes | None:

@@ -307,7 +307,7 @@ class Monitor:
             return
         e.up, e.weight = up, weight
         change = StateChange(e.check, up, "" if up else result.reason, weight, result)
-        log.info("%s is %s%s", e.check.label, "up" if up else "down", "" if up else f" ({result.reason})")
+        log.info("%s is %s%s", e.check.title, "up" if up else "down", "" if up else f" ({result.reason})")
         for w in list(e.watches):
             self._deliver(w, change)
 
@@ -318,4 +318,4 @@ class Monitor:
         try:
             w.on_change(change)
         except Exception:  # noqa: BLE001 -- one bad subscriber must not stop the others
-            log.exception("health state-change callback failed for %s", change.check.label)
+            log.exception("health state-change callback failed for %s", change.check.title)
