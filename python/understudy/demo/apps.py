@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 LONG_EVERY = 0.25
 SHORT_EVERY = 0.05
@@ -55,8 +56,8 @@ async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, h
 
 
 async def run_client(vip: str, long_count: int) -> None:
-    stats = {"short_ok": 0, "short_fail": 0, "long_ok": 0, "long_open": 0, "long_dead": 0,
-             "servers": {}, "dead": {}, "last_short_fail": None}
+    stats: dict[str, Any] = {"short_ok": 0, "short_fail": 0, "long_ok": 0, "long_open": 0, "long_dead": 0,
+                             "servers": {}, "dead": {}, "last_short_fail": None}
     start = time.monotonic()
 
     async def long_lived(i: int) -> None:

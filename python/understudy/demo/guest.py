@@ -231,12 +231,12 @@ def scenario(ns: dict[str, Netns], workdir: Path, tl: Timeline) -> dict[str, Any
     watch.start()
     wait_for("client connections", lambda: watch.latest.get("long_open", 0) + watch.latest.get("long_dead", 0)
              >= LONG_CONNECTIONS, 20, tl)
-    spread = {}
+    spread: dict[str, int] = {}
     for server in watch.latest["servers"].values():
         spread[server] = spread.get(server, 0) + 1
     tl.say(f"client: {LONG_CONNECTIONS} long-lived connections open ({', '.join(f'{k}: {v}' for k, v in sorted(spread.items()))}),"
            " a new request every 50 ms")
-    wait_for("lb2 caught up", lambda: (lb["lb2"].status() or {}).get("sync", {}).get("caught_up"), 20, tl)
+    wait_for("lb2 caught up", lambda: bool((lb["lb2"].status() or {}).get("sync", {}).get("caught_up")), 20, tl)
     time.sleep(2)
     tl.say(f"steady: {watch.latest['short_ok']} requests ok, {watch.latest['short_fail']} failed")
 
@@ -247,10 +247,15 @@ def scenario(ns: dict[str, Netns], workdir: Path, tl: Timeline) -> dict[str, Any
     t_kill = time.monotonic()
     tl.say("KILL real server rs2")
 
+    def rs2_up(director: str = "lb1") -> bool | None:
+        s = lb[director].status()
+        if not s:
+            return None
+        return all(srv["up"] for svc in s["services"] for srv in svc["servers"]
+                   if srv["server"].startswith(SERVERS["rs2"] + ":"))
+
     def rs2_down() -> bool:
-        s = lb["lb1"].status()
-        return bool(s) and any(not srv["up"] for svc in s["services"] for srv in svc["servers"]
-                               if srv["server"].startswith(SERVERS["rs2"]))
+        return rs2_up() is False
 
     wait_for("rs2 marked down", rs2_down, 10, tl)
     results["server_detect_s"] = time.monotonic() - t_kill
@@ -308,7 +313,7 @@ def scenario(ns: dict[str, Netns], workdir: Path, tl: Timeline) -> dict[str, Any
 
     # 4. The real server returns.
     servers["rs2"] = ns["rs2"].popen(PYTHON, "-m", "understudy.demo.apps", "server", "rs2", "8080")
-    wait_for("rs2 up", lambda: not rs2_down(), 10, tl)
+    wait_for("rs2 up", lambda: rs2_up() is True, 10, tl)
     tl.say("rs2 is back: checked healthy twice, weight restored")
     results["long_dead"] = watch.latest["dead"]
     results["on_rs2"] = len(on_rs2)

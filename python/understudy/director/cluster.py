@@ -63,9 +63,12 @@ class ClusterSubsystem:
         self.sync = sync
         self.node = FailoverNode(config, self.membership, self.vips, events=events,
                                  on_role=self._on_role)
-        self.links = InterfaceTracker(config.tracking.interfaces, on_change=lambda _s: self.tracking.links_changed())
+        self.links = InterfaceTracker(config.tracking.interfaces, on_change=self._links_changed)
         self.tracking = Tracking(config.tracking, config.me.priority, monitor, self.node.set_health, self.links)
         self._caught_up: asyncio.Task[None] | None = None
+
+    def _links_changed(self, _state: object) -> None:
+        self.tracking.links_changed()
 
     async def _on_role(self, role: Role, primary: int | None) -> None:
         if self.sync is not None:

@@ -124,7 +124,7 @@ class Director:
         late = self.health.lateness()
         out: dict[str, Any] = {
             "services": self.services.status(),
-            "health": {"checks": len(self.health.checks()),
+            "health": {"checks": len(self.health.checks),
                        "lateness": {"p50": late.p50, "p99": late.p99, "max": late.max, "count": late.count}},
             "subsystems": self.supervisor.status(),
             "events": self.events.published,

@@ -10,6 +10,7 @@ negative weight lowers the priority instead (keepalived's track_script idea).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -61,11 +62,11 @@ class Tracking:
         for address in g.addresses:
             check = Check(IcmpProbe(str(address)), interval=g.interval, timeout=g.timeout, rise=g.rise, fall=g.fall)
             self.gateways[str(address)] = True
-            self._watches.append(self.monitor.watch(check, lambda c, a=str(address): self._gateway(a, c)))
+            self._watches.append(self.monitor.watch(check, functools.partial(self._gateway, str(address))))
         for i, s in enumerate(self.config.scripts):
             check = Check(ScriptProbe(s.command), interval=s.interval, timeout=s.timeout, rise=s.rise, fall=s.fall)
             self.scripts[i] = True
-            self._watches.append(self.monitor.watch(check, lambda c, n=i: self._script(n, c)))
+            self._watches.append(self.monitor.watch(check, functools.partial(self._script, i)))
         self.update()
 
     async def stop(self) -> None:
