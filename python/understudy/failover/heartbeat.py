@@ -58,7 +58,7 @@ GATEWAYS_OK = 1 << 1
 #: Health flag: the connection table has caught up with the primary's.
 SYNC_CAUGHT_UP = 1 << 2
 
-ROLES = ("init", "backup", "primary", "fault")
+ROLES = ("init", "backup", "primary", "fault", "stopping")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ pub enum Role {
     Primary,
     /// Unfit to serve (a failed check); will not take over.
     Fault,
+    /// Shutting down cleanly: peers take over at once, without waiting for the dead time.
+    Stopping,
     /// A role of a newer version, kept as its number.
     Unknown(u8),
 }
@@ -26,6 +28,7 @@ impl Role {
             Role::Backup => "backup",
             Role::Primary => "primary",
             Role::Fault => "fault",
+            Role::Stopping => "stopping",
             Role::Unknown(_) => "unknown",
         }
     }
@@ -37,6 +40,7 @@ impl Role {
             "backup" => Role::Backup,
             "primary" => Role::Primary,
             "fault" => Role::Fault,
+            "stopping" => Role::Stopping,
             _ => return None,
         })
     }
@@ -49,6 +53,7 @@ impl From<u8> for Role {
             1 => Role::Backup,
             2 => Role::Primary,
             3 => Role::Fault,
+            4 => Role::Stopping,
             other => Role::Unknown(other),
         }
     }
@@ -61,6 +66,7 @@ impl From<Role> for u8 {
             Role::Backup => 1,
             Role::Primary => 2,
             Role::Fault => 3,
+            Role::Stopping => 4,
             Role::Unknown(v) => v,
         }
     }
