@@ -5,6 +5,8 @@ links inside one host, switches, and a look at a kernel's connection table."""
 import subprocess
 import sys
 
+from understudy.uml.topology import kernel_conns, local_pair, switch  # noqa: F401 (re-exported for tests)
+
 ECHO_SERVER = """
 import socket, sys, threading
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -71,33 +73,3 @@ class Client:
 
     def kill(self):
         self.proc.kill()
-
-
-def local_pair(ns, a, b, addr_a, addr_b):
-    """A veth pair inside one namespace: a kernel sync daemon on one end, Understudy on the other."""
-    ns.run("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-    for dev, addr in ((a, addr_a), (b, addr_b)):
-        ns.run("ip", "addr", "add", addr, "dev", dev)
-        ns.run("ip", "link", "set", dev, "up")
-        # Their packets come from an address of this same host.
-        ns.run("sysctl", "-qw", f"net.ipv4.conf.{dev}.accept_local=1", f"net.ipv4.conf.{dev}.rp_filter=0")
-    ns.run("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
-
-
-def switch(sw, name, ports):
-    """A bridge in `sw` joining `ports`."""
-    sw.run("ip", "link", "add", name, "type", "bridge")
-    for port in ports:
-        sw.run("ip", "link", "set", port, "master", name)
-    sw.run("ip", "link", "set", name, "up")
-
-
-def kernel_conns(ns):
-    """(cport, daddr, dport, state) of the TCP connections in a namespace's IPVS table."""
-    rows = set()
-    for line in ns.run("cat", "/proc/net/ip_vs_conn").stdout.splitlines()[1:]:
-        f = line.split()
-        if f[0] == "TCP" and int(f[2], 16) != 0:
-            daddr = ".".join(str(int(f[5][i:i + 2], 16)) for i in range(0, 8, 2))
-            rows.add((int(f[2], 16), daddr, int(f[6], 16), f[7]))
-    return rows

@@ -4,6 +4,7 @@
 //! Nothing here knows about Python; the `understudy-py` crate binds it.
 
 pub mod auth;
+pub mod heartbeat;
 pub mod ipvs;
 pub mod proto;
 pub mod replication;

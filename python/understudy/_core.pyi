@@ -11,6 +11,7 @@ __all__ = [
     "IpvsClient",
     "IpvsError",
     "ConnTable",
+    "HeartbeatEngine",
     "Message",
     "PrimaryRelay",
     "SyncError",
@@ -293,3 +294,49 @@ class BackupRelay:
     def caught_up(self) -> bool:
         """Holds the primary's whole table (a copy completed, nothing missing since)."""
     def stats(self) -> dict[str, int]: ...
+
+@final
+class HeartbeatEngine:
+    """The heartbeat engine: add paths, set the advert, `start()`; its own thread
+    sends every `keepalive_ms` and reports events through the queue behind
+    `fileno()` (an eventfd). Node ids are 0-31. Wrapped by
+    `understudy.failover.heartbeat.Heartbeat`."""
+
+    def __new__(
+        cls, *, cluster: int, node: int, incarnation: int, keys: Sequence[tuple[int, bytes]], peers: Sequence[int],
+        current_key: int | None = None, keepalive_ms: int = 1000, warn_ms: int = 5000, dead_ms: int = 10000,
+        initdead_ms: int = 30000, rt_priority: int | None = None
+    ) -> HeartbeatEngine: ...
+    def add_unicast_path(
+        self, name: str, bind: str, port: int, peers: Sequence[tuple[str, int]], device: str | None = None
+    ) -> None:
+        """UDP to each of `peers` ((address, port) pairs) from `bind`:`port`."""
+    def add_multicast_path(self, name: str, group: str, port: int, interface: str, ttl: int = 1) -> None:
+        """UDP multicast to `group`:`port` on `interface`."""
+    def add_broadcast_path(self, name: str, interface: str, port: int) -> None:
+        """UDP broadcast to 255.255.255.255:`port` out of `interface`."""
+    def add_serial_path(self, name: str, device: str | PathLike[str], baud: int = 115200) -> None:
+        """A serial line (tty `device`, raw mode, COBS framing)."""
+    def start(self) -> None:
+        """Open the paths (in the calling thread's network namespace) and start the engine thread."""
+    def stop(self) -> None:
+        """Stop the thread and close the paths; idempotent."""
+    def running(self) -> bool:
+        """Whether the engine thread runs."""
+    def fileno(self) -> int:
+        """The eventfd, readable while events are queued."""
+    def path_names(self) -> list[str]:
+        """The paths' names, in the order added."""
+    def drain(self) -> list[dict[str, Any]]:
+        """Every queued event, oldest first, as dicts with a "type" key."""
+    def set_advert(
+        self, *, role: str, configured_priority: int, effective_priority: int, flags: int = 0,
+        primary: int | None = None, load: Sequence[int] = ..., send_now: bool = True
+    ) -> None:
+        """What this node advertises; sent at once with `send_now` (if running)."""
+    def peers(self) -> list[dict[str, Any]]:
+        """Every configured peer now: alive, incarnation, state, paths alive, ms since last heard."""
+    def stats(self) -> dict[str, Any]:
+        """Counters per path (drops by reason), timer lateness, real-time grant, CPU."""
+    def reset_lateness(self) -> None:
+        """Forget the timer lateness measured so far."""

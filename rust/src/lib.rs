@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod errors;
+mod heartbeat;
 mod ipvs;
 mod replication;
 mod sync;
@@ -23,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::SyncSender>()?;
     m.add_class::<replication::PrimaryRelay>()?;
     m.add_class::<replication::BackupRelay>()?;
+    m.add_class::<heartbeat::HeartbeatEngine>()?;
     m.add_function(wrap_pyfunction!(sync::decode, m)?)?;
     m.add_function(wrap_pyfunction!(sync::decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(sync::encode, m)?)?;

@@ -308,6 +308,17 @@ impl SyncSocket {
         Ok(sock)
     }
 
+    /// A broadcast socket on device `ifname`: bound to the IPv4 wildcard at `port` (address
+    /// reuse, so several listeners may share it), sends to 255.255.255.255 leave by `ifname`.
+    pub fn broadcast(port: u16, ifname: &str) -> io::Result<SyncSocket> {
+        let sock = SyncSocket::new(libc::AF_INET)?;
+        sock.setopt(libc::SOL_SOCKET, libc::SO_REUSEADDR, &1 as &libc::c_int)?;
+        sock.setopt(libc::SOL_SOCKET, libc::SO_BROADCAST, &1 as &libc::c_int)?;
+        sock.bind_device(ifname)?;
+        sock.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port)))?;
+        Ok(sock)
+    }
+
     /// A unicast socket bound to `bind` (port 0: any), and to `device` if given.
     pub fn unicast(bind: SocketAddr, device: Option<&str>) -> io::Result<SyncSocket> {
         let sock = SyncSocket::for_addr(&bind.ip())?;

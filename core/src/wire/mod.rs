@@ -3,4 +3,5 @@
 //! representation that parses from and emits into a view.
 
 pub mod frame;
+pub mod heartbeat;
 pub mod sync;

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from understudy import __version__
-from understudy.cli import ipvs, sync
+from understudy.cli import demo, director, failover, ipvs, sync
 from understudy.cli.common import EXIT_USAGE, Handler
 
-COMMAND_GROUPS = (sync, ipvs)
+COMMAND_GROUPS = (director, failover, sync, ipvs, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

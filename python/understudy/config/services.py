@@ -63,7 +63,16 @@ _SERVICE_KEYS = ("af", "protocol", "address", "port", "fwmark", "scheduler", "fl
 _SERVER_KEYS = ("address", "port", "forward", "weight", "u_threshold", "l_threshold", "tunnel")
 
 
+#: The kernel's schedulers (net/netfilter/ipvs/ip_vs_*.c), for an early, clear error.
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos")
+
+
 def _read_service(t: Table) -> ServiceConfig:
+    t.string("scheduler", "wlc", choices=SCHEDULERS)
+    t.string("protocol", "tcp", choices=("tcp", "udp", "sctp"))
+    t.string("address", None)
+    t.integer("port", None, min=0, max=65535)
+    t.integer("fwmark", None, min=1, max=2**32 - 1)
     raw = {k: t.raw(k) for k in _SERVICE_KEYS if t.has(k)}
     if "fwmark" not in raw:
         raw.setdefault("protocol", "tcp")
@@ -100,6 +109,9 @@ def _read_service(t: Table) -> ServiceConfig:
 
 
 def _read_server(t: Table, service: Service, forward: str, default_check: dict[str, Any] | None) -> ServerConfig:
+    t.string("address")
+    t.integer("weight", 1, min=0, max=2**31 - 1)
+    t.string("forward", forward, choices=("masq", "route", "tunnel", "local", "bypass"))
     raw = {k: t.raw(k) for k in _SERVER_KEYS if t.has(k)}
     raw.setdefault("forward", forward)
     destination = _destination(t, "address", raw, service)

@@ -50,7 +50,7 @@ class Director:
         self.config = config
         self.events = EventBus()
         self.health = Monitor()
-        if ipvs is None:
+        if ipvs is None and config.services:
             from understudy.ipvs import Ipvs
 
             ipvs = Ipvs()
@@ -62,7 +62,7 @@ class Director:
             from understudy.director.cluster import build_failover, build_sync
 
             self.sync = build_sync(config) if config.sync.mode != "off" else None
-            self.failover = build_failover(config.cluster, self.events, self.sync)
+            self.failover = build_failover(config.cluster, self.events, self.sync, self.health)
         self.admin = AdminServer(config.admin.socket)
         self.metrics = Metrics(config.metrics.listen, config.metrics.port, self.status)
         self.supervisor = Supervisor(self.events)
@@ -124,7 +124,7 @@ class Director:
         late = self.health.lateness()
         out: dict[str, Any] = {
             "services": self.services.status(),
-            "health": {"checks": len(self.health.checks()),
+            "health": {"checks": len(self.health.checks),
                        "lateness": {"p50": late.p50, "p99": late.p99, "max": late.max, "count": late.count}},
             "subsystems": self.supervisor.status(),
             "events": self.events.published,
@@ -176,11 +176,8 @@ class Director:
         async def switch(args: dict[str, Any]) -> Any:
             if self.failover is None:
                 raise ValueError("no [cluster] configured: nothing to switch")
-            target = int(args.get("to", self.config.cluster.node if self.config.cluster else 0))
-            if target != self.config.cluster.node:  # type: ignore[union-attr]
-                raise ValueError(f"this is node {self.config.cluster.node}: run the switch on node {target}"  # type: ignore[union-attr]
-                                 " (or through its admin socket)")
-            self.failover.switch_here()
+            target = int(args["to"])
+            self.failover.switch_to(target)
             return {"switching_to": target}
 
         async def events(args: dict[str, Any]) -> AsyncIterator[Any]:

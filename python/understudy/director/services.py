@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -196,7 +197,7 @@ class ServiceMonitor:
         self.states[key] = ServerState(server, up=up, admin=admin, runtime=runtime,
                                        reason="not checked" if server.check is None else "not checked yet")
         if server.check is not None:
-            self._watches[key] = self.monitor.watch(server.check, lambda change, k=key: self._health(k, change))
+            self._watches[key] = self.monitor.watch(server.check, functools.partial(self._health, key))
             status = self.monitor.status(server.check)
             if status is not None and status.up is not None:  # a probe other services already share
                 self.states[key] = replace(self.states[key], up=status.up, weight=status.weight)
@@ -227,6 +228,8 @@ class ServiceMonitor:
         """One reconcile of the kernel to `desired()`; returns what it changed."""
         self._dirty.clear()
         desired = self.desired()
+        if not desired and not self._managed:
+            return []  # nothing to manage (failover-only): do not even open IPVS
         try:
             current = [s for s in await asyncio.to_thread(self.ipvs.dump, False) if s.key in self._managed]
             changes = self.reconciler.plan(desired, current)

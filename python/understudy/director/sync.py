@@ -75,17 +75,18 @@ class SyncSwitch:
     def _make_relay(self, role: Role, primary: int | None) -> Any:
         from understudy.sync.roles import RelayBackup, RelayPrimary
 
-        me = self.cluster.node
-        common = dict(node=me, key=self.cluster.key, key_id=self.cluster.key_id, port=self.sync.port,
-                      table=self.table, state_file=self.sync.state_file)
+        me, c, s = self.cluster.node, self.cluster, self.sync
+        assert s.interface is not None
         if role == Role.PRIMARY:
-            peers = [str(addr) for node, addr in self.sync.addresses if node != me]
-            return RelayPrimary(kernel_interface=self.sync.interface, bind=str(self.sync.address(me)), peers=peers,
-                                seed=True, **common)
+            peers = [str(addr) for node, addr in s.addresses if node != me]
+            return RelayPrimary(node=me, key=c.key, key_id=c.key_id, port=s.port, table=self.table,
+                                state_file=s.state_file, kernel_interface=s.interface, bind=str(s.address(me)),
+                                peers=peers, seed=True)
         if primary is None or primary == me:
             return None  # no primary to hear yet
-        return RelayBackup(bind=str(self.sync.address(me)), primary=str(self.sync.address(primary)),
-                           kernel_interface=self.sync.interface, **common)
+        return RelayBackup(node=me, key=c.key, key_id=c.key_id, port=s.port, table=self.table,
+                           state_file=s.state_file, bind=str(s.address(me)), primary=str(s.address(primary)),
+                           kernel_interface=s.interface)
 
     async def _stop_relay(self) -> None:
         if self.relay is not None:

@@ -1,0 +1,1 @@
+"""Failover: directors watch each other (heartbeat) and decide who is primary."""

@@ -37,7 +37,7 @@ class HeartbeatPort(Protocol):
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-    def advertise(self, role: int, effective: int, flags: int, *, now: bool) -> None: ...
+    def advertise(self, state: NodeState, *, primary: int | None, now: bool) -> None: ...
     def peers(self) -> list[NodeState]: ...
     def wait_changed(self) -> Awaitable[None]: ...
     def initial_wait_over(self) -> bool: ...
@@ -72,7 +72,7 @@ class FailoverNode:
         vips: VipPort,
         *,
         events: EventBus | None = None,
-        on_role: Callable[[Role], Awaitable[None]] | None = None,
+        on_role: Callable[[Role, int | None], Awaitable[None]] | None = None,
         tiebreaker_up: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -87,6 +87,7 @@ class FailoverNode:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.role = Role.INIT
+        self.known_primary: int | None = None
         self.since = clock()
         self.transitions = 0
 
@@ -103,6 +104,14 @@ class FailoverNode:
         self.events.publish("switch", node=self.config.node)
         self._wake.set()
 
+    def switch_to(self, node: int) -> None:
+        """Manual switch to `node`, asked here: our heartbeats name it until it holds the role."""
+        if node not in self.election.policy.nodes:
+            raise ValueError(f"no node {node} in the cluster (nodes: {sorted(self.election.policy.nodes)})")
+        self.election.switch_to(node)
+        self.events.publish("switch", to=node, asked_on=self.config.node)
+        self._wake.set()
+
     def standby(self, on: bool) -> None:
         """Manual standby: this node stays backup (handing over first if primary)."""
         self.election.set_health(STANDBY=on)
@@ -117,6 +126,11 @@ class FailoverNode:
         await self.heartbeat.start()
         self._advertise(now=True)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="failover")
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The running loop (the supervisor restarts the subsystem if it dies)."""
+        return self._task
 
     async def stop(self) -> None:
         """Advertise STOPPING (peers take over at once), release everything, stop."""
@@ -164,11 +178,30 @@ class FailoverNode:
             self._advertise(now=decision.role != self.role)
         if decision.role != self.role:
             await self._enter(decision.role, decision)
+        elif self.primary != self.known_primary and self._on_role is not None:
+            # Same role, new primary (a backup among three): follow it.
+            self.known_primary = self.primary
+            await self._call_on_role(self.role)
         return decision
 
+    async def _call_on_role(self, role: Role) -> None:
+        if self._on_role is None:
+            return
+        try:
+            await self._on_role(role, self.primary)
+        except Exception:  # the sync roles are another subsystem: log, keep failing over
+            log.exception("switching the sync role for %s failed", STATE_NAMES[role])
+
     def _advertise(self, *, now: bool) -> None:
-        s = self.election.state
-        self.heartbeat.advertise(int(s.role), s.effective, int(s.flags), now=now)
+        self.heartbeat.advertise(self.election.state, primary=self.primary, now=now)
+
+    @property
+    def primary(self) -> int | None:
+        """The node we believe holds the VIPs (ourselves included)."""
+        if self.election.state.role == Role.PRIMARY:
+            return self.config.node
+        holders = [p for p in self.heartbeat.peers() if p.role == Role.PRIMARY]
+        return max(holders, key=lambda p: (bool(p.flags & Flags.PINNED), p.rank)).node if holders else None
 
     async def _enter(self, role: Role, decision: Decision) -> None:
         old, self.role = self.role, role
@@ -185,11 +218,8 @@ class FailoverNode:
         except OSError as e:
             log.error("moving the virtual IPs for %s failed: %s", STATE_NAMES[role], e)
             self.events.publish("vip-error", node=self.config.node, role=STATE_NAMES[role], error=str(e))
-        if self._on_role is not None:
-            try:
-                await self._on_role(role)
-            except Exception:  # the sync roles are another subsystem: log, keep failing over
-                log.exception("switching the sync role for %s failed", STATE_NAMES[role])
+        self.known_primary = self.primary
+        await self._call_on_role(role)
         self.notifier.changed(old, role, decision.reason)
 
     # --- queries --------------------------------------------------------------
@@ -215,7 +245,3 @@ class FailoverNode:
             "transitions": self.transitions,
         }
 
-
-def initial_state(config: ClusterConfig) -> NodeState:
-    """This node before it has decided anything."""
-    return replace(NodeState(config.node, effective=config.me.priority), role=Role.INIT)

@@ -9,7 +9,7 @@
 //! |-------:|-----:|----------|---------|
 //! | 0      | 2    | magic    | `0x55 0x53`, "US" |
 //! | 2      | 1    | version  | 1 |
-//! | 3      | 1    | kind     | [`Kind`]: 1 DATA, 2 RESYNC_REQUEST, 3 RESYNC_BEGIN, 4 RESYNC_END, 5 STATUS, 6 NACK; others reserved |
+//! | 3      | 1    | kind     | [`Kind`]: 1 DATA, 2 RESYNC_REQUEST, 3 RESYNC_BEGIN, 4 RESYNC_END, 5 STATUS, 6 NACK, 7 HEARTBEAT; others reserved |
 //! | 4      | 2    | key id   | which [`Keyring`](crate::auth::Keyring) key made the tag |
 //! | 6      | 2    | flags    | reserved: sent as 0, ignored on receipt |
 //! | 8      | 4    | sender   | node id of the sender |
@@ -21,7 +21,8 @@
 //! Kinds: DATA carries one kernel sync message; RESYNC_REQUEST asks the sender
 //! for a full copy of its table, sent as DATA frames between RESYNC_BEGIN and
 //! RESYNC_END; STATUS carries the receiver's highest seq and a caught-up flag;
-//! NACK lists missing seq ranges. Reserved kinds still verify, as
+//! NACK lists missing seq ranges; HEARTBEAT carries a
+//! [`wire::heartbeat`](crate::wire::heartbeat) body. Reserved kinds still verify, as
 //! [`Kind::Unknown`], so a newer sender's frames are counted, not misread.
 //!
 //! The tag covers the whole header, so kind, key id, sender, epoch and seq are

@@ -42,6 +42,8 @@ pub enum Kind {
     Status,
     /// Ranges of sequence numbers a receiver missed.
     Nack,
+    /// A director's heartbeat (`wire::heartbeat`): its state, health and view of the cluster.
+    Heartbeat,
     /// A reserved kind, kept so a newer sender's frames can be counted, not misread.
     /// Only for values that are none of the above.
     Unknown(u8),
@@ -57,6 +59,7 @@ impl Kind {
             Kind::ResyncEnd => "resync_end",
             Kind::Status => "status",
             Kind::Nack => "nack",
+            Kind::Heartbeat => "heartbeat",
             Kind::Unknown(_) => "unknown",
         }
     }
@@ -71,6 +74,7 @@ impl From<u8> for Kind {
             4 => Kind::ResyncEnd,
             5 => Kind::Status,
             6 => Kind::Nack,
+            7 => Kind::Heartbeat,
             other => Kind::Unknown(other),
         }
     }
@@ -85,6 +89,7 @@ impl From<Kind> for u8 {
             Kind::ResyncEnd => 4,
             Kind::Status => 5,
             Kind::Nack => 6,
+            Kind::Heartbeat => 7,
             Kind::Unknown(other) => other,
         }
     }

@@ -1,0 +1,98 @@
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use super::cobs::{self, Block, Deframer};
+use super::config::PathSpec;
+use super::stats::{DropReason, PathStats};
+use super::sys;
+use crate::transport::{MulticastOptions, Source, SyncSocket};
+
+/// Largest datagram a heartbeat path reads; a heartbeat is far smaller.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// An open path: what it sends on and listens to.
+#[derive(Debug)]
+pub(crate) enum Link {
+    Udp { rx: SyncSocket, tx: Option<SyncSocket>, dests: Vec<SocketAddr> },
+    Serial { fd: OwnedFd, deframer: Deframer, out: Vec<u8> },
+}
+
+impl Link {
+    pub fn open(spec: &PathSpec) -> io::Result<Link> {
+        Ok(match spec {
+            PathSpec::Unicast { bind, device, peers } => {
+                Link::Udp { rx: SyncSocket::unicast(*bind, device.as_deref())?, tx: None, dests: peers.clone() }
+            }
+            PathSpec::Multicast { group, ifname, ttl } => {
+                let rx = SyncSocket::multicast_receiver(group.ip(), group.port(), ifname)?;
+                let options = MulticastOptions { ttl: *ttl, loopback: false, source: Source::Routed };
+                let tx = SyncSocket::multicast_sender(*group, ifname, &options)?;
+                Link::Udp { rx, tx: Some(tx), dests: Vec::new() }
+            }
+            PathSpec::Broadcast { ifname, port } => Link::Udp {
+                rx: SyncSocket::broadcast(*port, ifname)?,
+                tx: None,
+                dests: vec![SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, *port))],
+            },
+            PathSpec::Serial { device, baud } => {
+                Link::Serial { fd: sys::open_serial(device, *baud)?, deframer: Deframer::new(), out: Vec::new() }
+            }
+        })
+    }
+
+    pub fn rx_fd(&self) -> RawFd {
+        match self {
+            Link::Udp { rx, .. } => rx.as_raw_fd(),
+            Link::Serial { fd, .. } => fd.as_raw_fd(),
+        }
+    }
+
+    pub fn send(&mut self, frame: &[u8], stats: &mut PathStats) {
+        let mut count = |r: io::Result<()>| match r {
+            Ok(()) => stats.sent += 1,
+            Err(_) => stats.send_errors += 1,
+        };
+        match self {
+            Link::Udp { tx: Some(tx), .. } => count(tx.send(frame).map(drop)),
+            Link::Udp { rx, tx: None, dests } => {
+                for d in dests.iter() {
+                    count(rx.send_to(frame, *d).map(drop));
+                }
+            }
+            Link::Serial { fd, out, .. } => {
+                out.clear();
+                cobs::encode_into(frame, out);
+                count(sys::write_all(fd.as_raw_fd(), out));
+            }
+        }
+    }
+
+    /// Read everything queued, handing each frame (or why there is none) to `on_frame`.
+    pub fn recv(&mut self, buf: &mut [u8], mut on_frame: impl FnMut(Result<&[u8], DropReason>)) {
+        match self {
+            Link::Udp { rx, .. } => {
+                // Bounded, so a flood on one path cannot starve the timer.
+                for _ in 0..256 {
+                    match rx.recv_from(buf) {
+                        Ok(d) if d.truncated => on_frame(Err(DropReason::Oversize)),
+                        Ok(d) => on_frame(Ok(d.bytes)),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Link::Serial { fd, deframer, .. } => {
+                for _ in 0..64 {
+                    let n = match sys::read_some(fd.as_raw_fd(), buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    deframer.feed(&buf[..n], |b| match b {
+                        Block::Frame(f) => on_frame(Ok(f)),
+                        Block::Garbage => on_frame(Err(DropReason::Framing)),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+"""`understudy failover ...`: heartbeat and failover on their own (no services),
+and the manual switch."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from understudy.admin import DEFAULT_SOCKET, AdminError, request
+from understudy.cli.common import EXIT_OK, Subparsers, add_group, fail
+from understudy.config import ConfigError, load_config
+from understudy.config.director import SyncConfig
+
+EXIT_FAILED = 1
+
+
+def register(subparsers: Subparsers) -> None:
+    commands = add_group(subparsers, "failover", "heartbeat, election and virtual IPs")
+    run = commands.add_parser(
+        "run", help="run failover only: heartbeats, election, VIPs (services and sync ignored)",
+        description="Run this node's heartbeat and failover from the [cluster], [[vip]], [tracking] and "
+        "[notify] sections of FILE; services and sync in FILE are ignored (use `understudy run` for all).")
+    run.add_argument("--config", "-c", required=True, metavar="FILE")
+    run.add_argument("--node", type=int, metavar="ID", help="which node this is (else `node =` in FILE)")
+    run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.set_defaults(handler=_run)
+
+    switch = commands.add_parser(
+        "switch", help="make NODE the primary now (from any node)",
+        description="Ask NODE to take over the virtual IPs; the current primary hands over first, so the "
+        "VIPs are never on two nodes. NODE stays primary until it fails or another switch.")
+    switch.add_argument("--to", type=int, required=True, metavar="NODE")
+    switch.add_argument("--socket", default=str(DEFAULT_SOCKET), metavar="PATH")
+    switch.set_defaults(handler=_switch)
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = load_config(args.config, args.node)
+    except ConfigError as e:
+        return fail(str(e))
+    if config.cluster is None:
+        return fail(f"{args.config}: no [cluster] section: nothing to fail over")
+    config = dataclasses.replace(config, services=(), sync=SyncConfig())
+    from understudy.director.daemon import serve
+
+    import uvloop
+
+    uvloop.run(serve(config))
+    return EXIT_OK
+
+
+def _switch(args: argparse.Namespace) -> int:
+    try:
+        result = request(args.socket, "switch", {"to": args.to})
+    except AdminError as e:
+        print(f"understudy: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"switching to node {result['switching_to']}")
+    return EXIT_OK
