@@ -154,9 +154,10 @@ class Understudy(Launcher):
 
     dead_ms is 3 intervals (`dead_factor`), as VRRP's 3 adverts, so the two
     compare at the same interval; warn_ms 2 intervals; the initial dead time is
-    the reader's default (2 × dead_ms)."""
+    the reader's default (2 × dead_ms), cut short once every peer was heard."""
 
     name = "understudy"
+    backup_marker = "-> backup"  # the daemon's "role init -> backup: ..." line
     dead_factor = 3
 
     def __init__(self, interval_ms: int, layout: Layout, workdir: Path, rt_priority: int | None = None):
@@ -175,12 +176,16 @@ class Understudy(Launcher):
             return f"`understudy failover run --help` exited {done.returncode}: {last}"
         return None
 
-    def config_path(self) -> Path:
-        return self.workdir / "understudy.toml"
+    def config_path(self, node: int) -> Path:
+        return self.workdir / f"understudy-{node}.toml"
 
-    def config(self) -> str:
+    def config(self, node: int) -> str:
+        """One file per node: the same cluster, but each node its own admin socket
+        (the namespaces share one file system)."""
         lay = self.layout
         lines = [
+            f"node = {node}",
+            "",
             "[cluster]",
             "id = 1",
             f'key = "{self.key}"',
@@ -192,29 +197,29 @@ class Understudy(Launcher):
         if self.rt_priority:
             lines.append(f"rt_priority = {self.rt_priority}")
         lines += ["", "[[cluster.path]]", 'name = "hb"', 'type = "unicast"', f'interface = "{lay.heartbeat_if}"']
-        for node in range(lay.nodes):
-            lines += ["", "[[cluster.node]]", f"id = {node}", "priority = 100",
-                      f'addresses = {{ hb = "{lay.heartbeat_addr(node)}" }}']
+        for n in range(lay.nodes):
+            lines += ["", "[[cluster.node]]", f"id = {n}", "priority = 100",
+                      f'addresses = {{ hb = "{lay.heartbeat_addr(n)}" }}']
         lines += ["", "[[vip]]", f'address = "{lay.vip}/{lay.prefix}"', f'interface = "{lay.public_if}"',
-                  "", "[announce]", "repeat = 5", "interval = 0.2", ""]
+                  "", "[announce]", "repeat = 5", "interval = 0.2",
+                  "", "[admin]", f'socket = "{self.workdir / f"admin-{node}.sock"}"', ""]
         return "\n".join(lines)
 
     def write_configs(self) -> None:
-        path = self.config_path()
-        path.write_text(self.config())
-        path.chmod(0o600)  # it holds the key
+        for node in range(self.layout.nodes):
+            path = self.config_path(node)
+            path.write_text(self.config(node))
+            path.chmod(0o600)  # it holds the key
+
+    def before_start(self, node: int) -> None:
+        (self.workdir / f"admin-{node}.sock").unlink(missing_ok=True)
 
     def command(self, node: int) -> list[str]:
-        return [str(self.exe), "failover", "run", "--config", str(self.config_path()), "--node", str(node)]
+        return [str(self.exe), "failover", "run", "--config", str(self.config_path(node)), "--node", str(node)]
 
     @property
     def dead_ms(self) -> float:
         return float(self.dead_factor * self.interval_ms)
-
-    @property
-    def settle_s(self) -> float:
-        # A started node listens for the initial dead time (2 × dead_ms) before it may claim.
-        return 3 * self.dead_ms / 1000 + 0.3
 
 
 IMPLEMENTATIONS: dict[str, type[Launcher]] = {"keepalived": Keepalived, "understudy": Understudy}
