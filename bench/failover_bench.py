@@ -21,9 +21,11 @@ it), the node restarts, rejoins as a backup, and the next run kills the new
 primary, so the roles alternate.
 
 A *false failover* is the VIP added on any director while nothing was killed:
-during the CPU window, a rejoin, and the soak (--soak S, optionally with
---load N busy loops). CPU is utime + stime of each node's processes over a
-quiet window (and over the soak), as % of one core.
+counted apart while every node runs (the CPU window, and the soak: --soak S,
+with --load N busy loops) and while a restarted node rejoins (it claimed the
+VIP before it heard the primary). CPU is the CPU time of each node's
+processes (the scheduler's per-thread count, else utime + stime) over a quiet
+window of --cpu-window s (and over the soak), as % of one core.
 """
 
 from __future__ import annotations
@@ -268,11 +270,15 @@ class Result:
     interval_ms: int
     garp_ms: list[float] = field(default_factory=list)
     addr_ms: list[float] = field(default_factory=list)
+    #: VIP moves with nothing killed: while all nodes ran (CPU window, soak) ...
     false_failovers: int = 0
+    #: ... and while a restarted node rejoined (it claimed before hearing the primary).
+    false_at_rejoin: int = 0
     cpu_primary: float | None = None
     cpu_backup: float | None = None
     soak_s: float = 0.0
-    soak_cpu_primary: float | None = None
+    soak_cpu_primary: float | None = None  # the node primary when the soak began
+    soak_cpu_backup: float | None = None
     failed_runs: list[str] = field(default_factory=list)
     skipped: str | None = None
     error: str | None = None
@@ -353,14 +359,17 @@ class Bench:
             self.start_node(node)
         for node in range(1, lay.nodes):
             self.wait_backup(node)
-        return self.check_holder(0, since, "the start")
+        return self.check_holder(0, since, "the start", rejoin=True)
 
-    def check_holder(self, expected: int, since: int, phase: str) -> int:
+    def check_holder(self, expected: int, since: int, phase: str, rejoin: bool = False) -> int:
         """Counts VIP moves since `since` as false failovers; returns who holds the VIP now."""
         moved = [e for e in self.rec.adds(since) if e.node != expected]
         if not moved:
             return expected
-        self.result.false_failovers += len(moved)
+        if rejoin:
+            self.result.false_at_rejoin += len(moved)
+        else:
+            self.result.false_failovers += len(moved)
         print(f"  ! VIP added on node(s) {sorted({e.node for e in moved})} during {phase} without a kill",
               file=sys.stderr)
         return self.holder()
@@ -389,9 +398,8 @@ class Bench:
         try:
             since = self.rec.mark()
             print(f"  soak {self.args.soak:g} s with {self.args.load} busy loop(s)", file=sys.stderr)
-            cpu, _ = self.cpu_window(self.args.soak, primary)
+            self.result.soak_cpu_primary, self.result.soak_cpu_backup = self.cpu_window(self.args.soak, primary)
             self.result.soak_s = self.args.soak
-            self.result.soak_cpu_primary = cpu
             for node in self.nodes:
                 self.alive(node)
             moved = [e for e in self.rec.adds(since)]
@@ -427,10 +435,11 @@ class Bench:
         since = self.rec.mark()
         self.start_node(primary)
         self.wait_backup(primary)
-        new = self.check_holder(new, since, f"the rejoin of node {primary}")
+        self.check_holder(new, since, f"the rejoin of node {primary}", rejoin=True)
         for node in self.nodes:
             self.alive(node)
-        return new
+        # Not always the first to announce: two backups may both claim, and one yields.
+        return self.holder()
 
     def run(self) -> Result:
         primary = self.setup()
@@ -471,7 +480,7 @@ def fmt(v: float | None, digits: int = 1) -> str:
 
 def table(results: list[Result]) -> str:
     rows = ["| implementation | interval | runs | min ms | median ms | p99 ms | max ms | VIP in `ip addr`, median ms "
-            "| false failovers | CPU % primary / backup |",
+            "| false failovers: steady / at rejoin | CPU % primary / backup |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         interval = f"{r.interval_ms} ms" if r.interval_ms < 1000 else f"{r.interval_ms / 1000:g} s"
@@ -484,10 +493,11 @@ def table(results: list[Result]) -> str:
         soak = f" (soak {r.soak_s:g} s)" if r.soak_s else ""
         cpu = f"{fmt(r.cpu_primary, 2)} / {fmt(r.cpu_backup, 2)}"
         if r.soak_cpu_primary is not None:
-            cpu += f" (loaded: {fmt(r.soak_cpu_primary, 2)})"
+            cpu += f" (loaded: {fmt(r.soak_cpu_primary, 2)} / {fmt(r.soak_cpu_backup, 2)})"
         runs = f"{len(g)}" + (f" ({len(r.failed_runs)} failed)" if r.failed_runs else "")
+        addr = fmt(statistics.median(r.addr_ms) if r.addr_ms else None)
         rows.append(f"| {r.impl} | {interval} | {runs} | " + " | ".join(fmt(v) for v in stats)
-                    + f" | {fmt(statistics.median(r.addr_ms) if r.addr_ms else None)} | {r.false_failovers}{soak} | {cpu} |")
+                    + f" | {addr} | {r.false_failovers}{soak} / {r.false_at_rejoin} | {cpu} |")
     return "\n".join(rows)
 
 
@@ -519,7 +529,8 @@ def measure(name: str, interval: int, args: argparse.Namespace, procs: Processes
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impl", action="append", choices=sorted(IMPLEMENTATIONS),
                    help="implementation to measure (repeatable; default: keepalived, and understudy when it can run)")
     p.add_argument("--interval", action="append", type=int, metavar="MS",
@@ -527,9 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=20, help="kills per configuration (default 20)")
     p.add_argument("--nodes", type=int, default=2, choices=(2, 3), help="directors (default 2)")
     p.add_argument("--cpu-window", type=float, default=10.0, metavar="S", help="quiet window for CPU (default 10 s)")
-    p.add_argument("--soak", type=float, default=0.0, metavar="S", help="seconds of no kills, counting false failovers")
+    p.add_argument("--soak", type=float, default=0.0, metavar="S",
+                   help="seconds of no kills, counting false failovers")
     p.add_argument("--load", type=int, default=0, metavar="N", help="busy loops during the soak")
-    p.add_argument("--rt-priority", type=int, metavar="P", help="SCHED_FIFO priority for the daemons (both implementations)")
+    p.add_argument("--rt-priority", type=int, metavar="P",
+                   help="SCHED_FIFO priority for the daemons (both implementations)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every measurement here")
     p.add_argument("--keep-logs", action="store_true", help="keep configs and daemon logs")
     args = p.parse_args(argv)
@@ -550,8 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     for r in results:
         if r.capture_lag_ms:
-            print(f"{r.impl} at {r.interval_ms} ms: the capture read each GARP {statistics.median(r.capture_lag_ms):.3f} ms "
-                  f"(median; max {max(r.capture_lag_ms):.3f} ms) after the kernel stamped it")
+            lag = r.capture_lag_ms
+            print(f"{r.impl} at {r.interval_ms} ms: the capture read each GARP {statistics.median(lag):.3f} ms "
+                  f"(median; max {max(lag):.3f} ms) after the kernel stamped it")
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     return 1 if any(r.error for r in results) else 0

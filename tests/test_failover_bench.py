@@ -59,7 +59,8 @@ def test_bench_times_a_keepalived_failover_and_cleans_up(tmp_path: Path) -> None
     # VRRP's Master_Down_Interval at 10 ms adverts is 36 ms: a backup cannot take over sooner than
     # 2.6 adverts after the kill, and a busy machine may delay it, but not by a second.
     assert len(result["garp_ms"]) == 2 and all(20 < t < 1000 for t in result["garp_ms"]), result
-    assert len(result["addr_ms"]) == 2 and result["false_failovers"] == 0 and result["cpu_primary"] is not None
+    # (No claim on false failovers: keepalived at 10 ms has them on a loaded machine; they are a figure.)
+    assert len(result["addr_ms"]) == 2 and result["cpu_primary"] is not None
     assert "| keepalived | 10 ms | 2 |" in stdout
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert f"fbench{proc.pid}-" not in left
