@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from failover_impls import IMPLEMENTATIONS, Launcher, Layout  # noqa: E402
+from failover_impls import IMPLEMENTATIONS, Launcher, Layout, Understudy  # noqa: E402
 
 PROBE = Path(__file__).resolve().parent / "failover_probe.py"
 PREFIX = "fbench"
@@ -77,9 +77,14 @@ class Processes:
         self.groups: list[subprocess.Popen[bytes]] = []
 
     def start(self, argv: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
-        out = open(log, "ab") if log else subprocess.DEVNULL
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if log is None else out,
-                                stderr=subprocess.STDOUT if log else subprocess.DEVNULL, start_new_session=True)
+        """Output to `log`, or (no log) stdout to a pipe for the caller."""
+        if log is None:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+        else:
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         self.groups.append(proc)
         return proc
 
@@ -505,6 +510,8 @@ def measure(name: str, interval: int, args: argparse.Namespace, procs: Processes
     layout = Layout(args.nodes)
     workdir = Path(tempfile.mkdtemp(prefix=f"fbench-{name}-{interval}-"))
     launcher = IMPLEMENTATIONS[name](interval, layout, workdir, args.rt_priority)
+    if isinstance(launcher, Understudy):
+        launcher.dead_factor = args.dead_factor
     why = launcher.unavailable()
     if why:
         print(f"{name} at {interval} ms: skipped -- {why}", file=sys.stderr)
@@ -543,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", type=int, default=0, metavar="N", help="busy loops during the soak")
     p.add_argument("--rt-priority", type=int, metavar="P",
                    help="SCHED_FIFO priority for the daemons (both implementations)")
+    p.add_argument("--dead-factor", type=float, default=3.0, metavar="K",
+                   help="Understudy's dead_ms = K x interval (default 3, as VRRP's 3 adverts)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every measurement here")
     p.add_argument("--keep-logs", action="store_true", help="keep configs and daemon logs")
     args = p.parse_args(argv)

@@ -158,7 +158,7 @@ class Understudy(Launcher):
 
     name = "understudy"
     backup_marker = "-> backup"  # the daemon's "role init -> backup: ..." line
-    dead_factor = 3
+    dead_factor = 3.0  # --dead-factor
 
     def __init__(self, interval_ms: int, layout: Layout, workdir: Path, rt_priority: int | None = None):
         super().__init__(interval_ms, layout, workdir, rt_priority)
@@ -190,8 +190,8 @@ class Understudy(Launcher):
             "id = 1",
             f'key = "{self.key}"',
             f"interval_ms = {self.interval_ms}",
-            f"warn_ms = {2 * self.interval_ms}",
-            f"dead_ms = {self.dead_factor * self.interval_ms}",
+            f"warn_ms = {min(2 * self.interval_ms, round(self.dead_ms))}",
+            f"dead_ms = {round(self.dead_ms)}",
             "auto_failback = false",
         ]
         if self.rt_priority:
@@ -219,7 +219,7 @@ class Understudy(Launcher):
 
     @property
     def dead_ms(self) -> float:
-        return float(self.dead_factor * self.interval_ms)
+        return float(max(self.interval_ms, round(self.dead_factor * self.interval_ms)))
 
 
 IMPLEMENTATIONS: dict[str, type[Launcher]] = {"keepalived": Keepalived, "understudy": Understudy}
