@@ -153,7 +153,7 @@ class Understudy(Launcher):
     (unicast on the directors' own link), the VIP on the shared segment.
 
     dead_ms is 3 intervals (`dead_factor`), as VRRP's 3 adverts, so the two
-    compare at the same interval; warn_ms 2 intervals; the initial dead time is
+    compare at the same interval; warn_ms 2 intervals (at most dead_ms); the initial dead time is
     the reader's default (2 × dead_ms), cut short once every peer was heard."""
 
     name = "understudy"
