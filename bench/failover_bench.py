@@ -76,15 +76,11 @@ class Processes:
     def __init__(self) -> None:
         self.groups: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
-        """Output to `log`, or (no log) stdout to a pipe for the caller."""
-        if log is None:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL, start_new_session=True)
-        else:
-            with open(log, "ab") as out:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+    def start(self, argv: list[str], log: Path | None = None, piped: bool = False) -> subprocess.Popen[bytes]:
+        """Output to `log` (or nowhere); with `piped`, stdout to a pipe for the caller."""
+        with open(log if log else os.devnull, "ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if piped else out,
+                                    stderr=out, start_new_session=True)
         self.groups.append(proc)
         return proc
 
@@ -216,11 +212,12 @@ class Recorder:
         self.cond = threading.Condition()
         self.by_mac = {layout.mac(i): i for i in range(layout.nodes)}
 
-    def follow(self, proc: subprocess.Popen[bytes], node: int | None) -> None:
+    def follow(self, proc: subprocess.Popen[bytes], node: int | None, errors: Path) -> None:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        if not first or not json.loads(first).get("ready"):
-            raise BenchError(f"probe did not start: {first!r}")
+        if not first.startswith(b'{"ready"'):
+            said = (errors.read_text(errors="replace").strip().splitlines() or ["(nothing)"])[-1]
+            raise BenchError(f"probe `{' '.join(map(str, proc.args))}` did not start: {said}")
         threading.Thread(target=self._read, args=(proc, node), daemon=True).start()
 
     def _read(self, proc: subprocess.Popen[bytes], node: int | None) -> None:
@@ -349,10 +346,11 @@ class Bench:
     def setup(self) -> int:
         """Probes, then node 0 until it holds the VIP, then the others as backups; the primary."""
         lay = self.topo.layout
-        probe = [sys.executable, str(PROBE)]
-        self.rec.follow(self.procs.start(["ip", "netns", "exec", self.topo.obs, *probe, "garp", "eth0", lay.vip]), None)
-        for i, name in enumerate(self.topo.directors):
-            self.rec.follow(self.procs.start(["ip", "netns", "exec", name, *probe, "addr", lay.vip]), i)
+        for node, ns, what in [(None, self.topo.obs, ["garp", "eth0"]),
+                               *((i, name, ["addr"]) for i, name in enumerate(self.topo.directors))]:
+            errors = self.logs / f"probe-{ns}.err"
+            argv = ["ip", "netns", "exec", ns, sys.executable, str(PROBE), *what, lay.vip]
+            self.rec.follow(self.procs.start(argv, errors, piped=True), node, errors)
         self.launcher.write_configs()
         since = self.rec.mark()
         self.start_node(0)
