@@ -8,7 +8,6 @@ root-only admin socket (`--socket`, default /run/understudy/admin.sock).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -74,14 +73,20 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.node)
     except ConfigError as e:
         return fail(str(e))
+    return run_daemon(config)
+
+
+def run_daemon(config: Any) -> int:
+    """Run the daemon on uvloop until SIGTERM/SIGINT; a subsystem that cannot start is a clean error."""
+    import uvloop
+
     from understudy.director.daemon import serve
 
     try:
-        import uvloop
-
         uvloop.run(serve(config))
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        asyncio.run(serve(config))
+    except OSError as e:
+        print(f"understudy: error: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

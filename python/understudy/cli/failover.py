@@ -44,13 +44,9 @@ def _run(args: argparse.Namespace) -> int:
         return fail(str(e))
     if config.cluster is None:
         return fail(f"{args.config}: no [cluster] section: nothing to fail over")
-    config = dataclasses.replace(config, services=(), sync=SyncConfig())
-    from understudy.director.daemon import serve
+    from understudy.cli.director import run_daemon
 
-    import uvloop
-
-    uvloop.run(serve(config))
-    return EXIT_OK
+    return run_daemon(dataclasses.replace(config, services=(), sync=SyncConfig()))
 
 
 def _switch(args: argparse.Namespace) -> int:

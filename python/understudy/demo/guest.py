@@ -95,7 +95,7 @@ port = 80
 protocol = "tcp"
 scheduler = "rr"
 forward = "masq"
-check = {{ type = "http", path = "/health", interval = 0.3, timeout = 0.5, rise = 2, fall = 2 }}
+check = {{ type = "http", path = "/health", interval = 0.3, timeout = 0.25, rise = 2, fall = 2 }}
 {servers}
 """
 

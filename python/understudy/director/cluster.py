@@ -104,8 +104,8 @@ class ClusterSubsystem:
         return self.node.status()
 
 
-def build_sync(config: DirectorConfig) -> SyncSwitch:
-    return SyncSwitch(config)
+def build_sync(config: DirectorConfig, ipvs: Any = None) -> SyncSwitch:
+    return SyncSwitch(config, ipvs=ipvs)
 
 
 def build_failover(config: ClusterConfig, events: EventBus, sync: SyncSwitch | None,

@@ -19,7 +19,7 @@ from typing import Any
 from understudy.admin import AdminServer
 from understudy.config import ConfigError, DirectorConfig, load_config
 from understudy.director.metrics import Metrics
-from understudy.director.services import ServiceMonitor
+from understudy.director.services import IpvsThread, ServiceMonitor
 from understudy.director.supervisor import Supervisor
 from understudy.events import EventBus
 from understudy.health import Monitor, check_from_mapping
@@ -50,10 +50,8 @@ class Director:
         self.config = config
         self.events = EventBus()
         self.health = Monitor()
-        if ipvs is None and config.services:
-            from understudy.ipvs import Ipvs
-
-            ipvs = Ipvs()
+        if ipvs is None and (config.services or config.sync.mode != "off"):
+            ipvs = IpvsThread()
         self.services = ServiceMonitor(config.services, ipvs, self.health, events=self.events,
                                        drain_timeout=config.drain_timeout)
         self.sync: Any = None
@@ -61,7 +59,7 @@ class Director:
         if config.cluster is not None:
             from understudy.director.cluster import build_failover, build_sync
 
-            self.sync = build_sync(config) if config.sync.mode != "off" else None
+            self.sync = build_sync(config, ipvs) if config.sync.mode != "off" else None
             self.failover = build_failover(config.cluster, self.events, self.sync, self.health)
         self.admin = AdminServer(config.admin.socket)
         self.metrics = Metrics(config.metrics.listen, config.metrics.port, self.status)
