@@ -1,4 +1,5 @@
-//! A generic-netlink socket: the only unsafe code of the IPVS client.
+//! A netlink socket (generic netlink for IPVS, rtnetlink for interfaces):
+//! the only unsafe code of the netlink clients.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -6,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// Big enough for the largest dump reply batch the kernel sends at once.
 const RECV_BUF: usize = 1 << 20;
 
+/// One netlink socket bound to the caller's network namespace.
 #[derive(Debug)]
 pub struct Socket {
     fd: OwnedFd,
@@ -20,14 +22,16 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 impl Socket {
-    /// A `NETLINK_GENERIC` socket of the caller's network namespace.
-    pub fn open() -> io::Result<Socket> {
+    /// A socket of netlink `protocol` (`NETLINK_GENERIC`, `NETLINK_ROUTE`) in
+    /// the caller's network namespace, subscribed to the multicast `groups` bitmask.
+    pub fn open(protocol: libc::c_int, groups: u32) -> io::Result<Socket> {
         // SAFETY: plain syscalls on a descriptor we own; pointers are to locals of the right size.
         unsafe {
-            let fd = check(libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_GENERIC))?;
+            let fd = check(libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol))?;
             let fd = OwnedFd::from_raw_fd(fd);
             let mut addr: libc::sockaddr_nl = std::mem::zeroed();
             addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+            addr.nl_groups = groups;
             check(libc::bind(
                 fd.as_raw_fd(),
                 (&addr as *const libc::sockaddr_nl).cast(),
@@ -98,5 +102,54 @@ impl Socket {
                 return Err(err);
             }
         }
+    }
+
+    /// Receive one datagram without blocking: `Ok(None)` when none is queued.
+    /// The sender's port id comes along so multicast listeners can drop
+    /// anything not sent by the kernel (port 0).
+    pub fn try_recv(&self, buf: &mut Vec<u8>) -> io::Result<Option<Received>> {
+        buf.resize(RECV_BUF, 0);
+        loop {
+            // SAFETY: `buf` has RECV_BUF writable bytes; `from` is a zeroed sockaddr_nl of the declared size.
+            let (got, from) = unsafe {
+                let mut from: libc::sockaddr_nl = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+                let got = libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                    (&mut from as *mut libc::sockaddr_nl).cast(),
+                    &mut len,
+                );
+                (got, from)
+            };
+            if got >= 0 {
+                buf.truncate(got as usize);
+                return Ok(Some(Received { port: from.nl_pid }));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    buf.clear();
+                    return Ok(None);
+                }
+                _ => return Err(err),
+            }
+        }
+    }
+}
+
+/// Where a datagram came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// The sender's netlink port id: 0 for the kernel.
+    pub port: u32,
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 }
