@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod ipvs;
+mod netif;
 mod replication;
 mod sync;
 mod table;
@@ -16,6 +17,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SyncError", m.py().get_type::<errors::SyncError>())?;
     m.add("IpvsError", m.py().get_type::<errors::IpvsError>())?;
     m.add_class::<ipvs::IpvsClient>()?;
+    m.add("NetifError", m.py().get_type::<errors::NetifError>())?;
+    m.add_class::<netif::Netif>()?;
+    m.add_class::<netif::LinkMonitor>()?;
+    m.add_class::<netif::Announcer>()?;
+    m.add_function(wrap_pyfunction!(netif::decode_announcement, m)?)?;
     m.add_class::<sync::Conn>()?;
     m.add_class::<sync::Message>()?;
     m.add_class::<table::ConnTable>()?;

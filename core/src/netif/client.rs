@@ -13,6 +13,7 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_DUMP: u16 = 0x300;
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A failed interface operation, naming what was attempted.
 #[derive(Debug)]
@@ -85,7 +86,10 @@ pub struct Rtnl {
 impl Rtnl {
     /// Open a socket (no multicast groups: requests only).
     pub fn open() -> Result<Rtnl, Error> {
-        Ok(Rtnl { sock: Socket::open(libc::NETLINK_ROUTE, 0)?, seq: 0, rx: Vec::new() })
+        let sock = Socket::open(libc::NETLINK_ROUTE, 0)?;
+        // The kernel answers at once; a missing answer must not hang the daemon.
+        sock.set_recv_timeout(REPLY_TIMEOUT)?;
+        Ok(Rtnl { sock, seq: 0, rx: Vec::new() })
     }
 
     /// Send one request and collect the bodies of its reply messages of type
@@ -105,10 +109,12 @@ impl Rtnl {
         self.sock.send(&buf)?;
         let mut out = Vec::new();
         loop {
-            self.sock.recv(&mut self.rx)?;
+            if self.sock.recv(&mut self.rx)?.port != 0 {
+                continue; // not from the kernel
+            }
             for msg in rtnl::messages(&self.rx) {
                 let msg = msg?;
-                if msg.seq != seq || msg.port != 0 {
+                if msg.seq != seq {
                     continue; // a late reply to an earlier request
                 }
                 match msg.kind {

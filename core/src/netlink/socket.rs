@@ -87,27 +87,39 @@ impl Socket {
         }
     }
 
-    /// Receive one datagram of netlink messages into `buf`.
-    pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<()> {
-        buf.resize(RECV_BUF, 0);
-        loop {
-            // SAFETY: `buf` has RECV_BUF writable bytes.
-            let got = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if got >= 0 {
-                buf.truncate(got as usize);
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+    /// Receive one datagram of netlink messages into `buf`, blocking (up to
+    /// the receive timeout, if one is set).
+    pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<Received> {
+        self.recv_flags(buf, 0)?.ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))
+    }
+
+    /// Fail a blocking `recv` that waits longer than `timeout`.
+    pub fn set_recv_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+        };
+        // SAFETY: a timeval of the declared size.
+        check(unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })?;
+        Ok(())
     }
 
     /// Receive one datagram without blocking: `Ok(None)` when none is queued.
     /// The sender's port id comes along so multicast listeners can drop
     /// anything not sent by the kernel (port 0).
     pub fn try_recv(&self, buf: &mut Vec<u8>) -> io::Result<Option<Received>> {
+        self.recv_flags(buf, libc::MSG_DONTWAIT)
+    }
+
+    fn recv_flags(&self, buf: &mut Vec<u8>, flags: libc::c_int) -> io::Result<Option<Received>> {
         buf.resize(RECV_BUF, 0);
         loop {
             // SAFETY: `buf` has RECV_BUF writable bytes; `from` is a zeroed sockaddr_nl of the declared size.
@@ -118,7 +130,7 @@ impl Socket {
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
-                    libc::MSG_DONTWAIT,
+                    flags,
                     (&mut from as *mut libc::sockaddr_nl).cast(),
                     &mut len,
                 );
