@@ -361,3 +361,25 @@ def test_monitor_reports_address_events(lan):
     assert [(e["address"], e["prefix_len"], e["removed"]) for e in events] == [
         ("192.0.2.150", 32, False), ("192.0.2.150", 32, True)]
     assert monitor.stats()["not_from_kernel"] == 0
+
+
+def test_announcer_frames_decode_and_junk_is_refused(lan):
+    from understudy._core import Announcer, decode_announcement
+
+    a = lan["a"]
+    with a.entered():
+        ann = Announcer("eth0")
+        garp = decode_announcement(ann.frame(V4))
+        reply = decode_announcement(ann.frame(V4, reply=True))
+        na = decode_announcement(ann.frame(V6, router=True))
+        with pytest.raises(NetifError, match="nope0"):
+            Announcer("nope0")
+    assert ann.mac == mac(a) and ann.interface == "eth0" and ann.sent == 0
+    assert (garp["kind"], garp["operation"], garp["sender_ip"], garp["target_ip"]) == ("arp", 1, V4, V4)
+    assert (reply["operation"], reply["target_mac"]) == (2, ann.mac)
+    assert (na["kind"], na["router"], na["override"], na["solicited"], na["hop_limit"]) == ("na", True, True, False, 255)
+    frame = bytearray(ann.frame(V6))
+    frame[-1] ^= 0xFF  # the checksum no longer verifies
+    for junk in (b"", b"\x00" * 60, bytes(frame)):
+        with pytest.raises(ValueError, match="not an announcement"):
+            decode_announcement(junk)
