@@ -10,6 +10,11 @@ __all__ = [
     "Conn",
     "IpvsClient",
     "IpvsError",
+    "Announcer",
+    "LinkMonitor",
+    "Netif",
+    "NetifError",
+    "decode_announcement",
     "ConnTable",
     "HeartbeatEngine",
     "Message",
@@ -32,6 +37,70 @@ class SyncError(ValueError):
 class IpvsError(OSError):
     """The kernel refused an IPVS operation (errno, message naming the operation
     and object, e.g. "add service tcp 10.0.0.1:80: exists"), or IPVS is unavailable."""
+
+class NetifError(OSError):
+    """An interface or address operation failed: (errno, message naming the
+    interface or operation), e.g. (19, 'no such interface: "eth9"')."""
+
+@final
+class Netif:
+    """rtnetlink connection of this network namespace.
+
+    Links are dicts: index, name, flags, up, running, operstate ("UP", "DOWN",
+    "LOWERLAYERDOWN", "UNKNOWN", ...), usable (up, running and operstate UP or
+    UNKNOWN), mac ("02:00:..", "" for none), mtu. Addresses are dicts: index,
+    address, prefix_len, flags (IFA_F_*), scope, label.
+    """
+
+    def __new__(cls) -> Netif: ...
+    def links(self) -> list[dict[str, Any]]: ...
+    def link(self, name: str) -> dict[str, Any]:
+        """One link by name; NetifError(ENODEV) naming it if there is none."""
+    def addresses(self, interface: str | None = None) -> list[dict[str, Any]]:
+        """Every address (IPv4 then IPv6), or those of one interface."""
+    def add_address(self, interface: str, address: str, prefix_len: int, label: str | None = None) -> bool:
+        """Ensure present: True if added, False if it already was (EEXIST). IPv6 without DAD."""
+    def del_address(self, interface: str, address: str, prefix_len: int) -> bool:
+        """Ensure absent: True if deleted, False if it was not there."""
+
+@final
+class LinkMonitor:
+    """Link and address changes (RTNLGRP_LINK, IPv4 and IPv6 address groups),
+    read without blocking; only messages sent by the kernel are accepted."""
+
+    def __new__(cls) -> LinkMonitor: ...
+    def fileno(self) -> int:
+        """The socket, for an event loop to watch."""
+    def read(self) -> list[dict[str, Any]]:
+        """Queued events: link dicts or address dicts with "type" ("link" or
+        "address") and "removed"; {"type": "overrun", "removed": False} when
+        events were lost and the state must be read again."""
+    def stats(self) -> dict[str, int]:
+        """datagrams, events, overruns, not_from_kernel, ignored, malformed_<reason>."""
+
+@final
+class Announcer:
+    """Gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6)
+    sent on one interface from its MAC, through an AF_PACKET socket."""
+
+    def __new__(cls, interface: str) -> Announcer: ...
+    @property
+    def interface(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def mac(self) -> str: ...
+    @property
+    def sent(self) -> int:
+        """Frames sent."""
+    def frame(self, address: str, reply: bool = False, router: bool = False) -> bytes:
+        """The Ethernet frame `announce` would send."""
+    def announce(self, address: str, reply: bool = False, router: bool = False) -> None:
+        """Send one announcement: ARP request (or reply) form for IPv4, NA with the
+        Router flag if `router` for IPv6."""
+
+def decode_announcement(frame: bytes) -> dict[str, Any]:
+    """Decode a gratuitous ARP or neighbour advertisement frame (ValueError if neither)."""
 
 @final
 class IpvsClient:
