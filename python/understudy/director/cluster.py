@@ -45,6 +45,9 @@ class Vips:
     async def acquire(self) -> None:
         await self.manager.acquire()
 
+    async def announce(self) -> None:
+        await self.manager.announce()
+
     async def release(self) -> None:
         await self.manager.release()
 

@@ -117,7 +117,7 @@ class Membership:
                 continue
             flags, handover = decode_flags(view.state.flags)
             out.append(NodeState(view.node, ROLES_BY_NAME.get(view.state.role, Role.INIT),
-                                 view.state.effective_priority, flags, handover))
+                                 view.state.effective_priority, flags, handover, view.state.primary))
         return out
 
     async def wait_changed(self) -> None:

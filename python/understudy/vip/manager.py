@@ -89,6 +89,13 @@ class VipManager:
         if failures:
             raise VipError(failures)
 
+    async def announce(self) -> None:
+        """Announce the held VIPs again, a whole burst (after a dual-primary heal,
+        the loser's announcements may have pointed neighbours at it)."""
+        async with self._lock:
+            if self._held:
+                self._restart_announcing()
+
     async def release(self) -> None:
         """Give the VIPs up: stop announcing, delete them."""
         async with self._lock:
