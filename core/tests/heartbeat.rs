@@ -25,7 +25,10 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 fn unicast(name: &str, bind: u16, peer: u16) -> PathConfig {
-    PathConfig { name: name.into(), spec: PathSpec::Unicast { bind: addr(bind), device: None, peers: vec![addr(peer)] } }
+    PathConfig {
+        name: name.into(),
+        spec: PathSpec::Unicast { bind: addr(bind), device: None, peers: vec![addr(peer)] },
+    }
 }
 
 fn config(node: u8, peers: Vec<u8>, incarnation: u32, paths: Vec<PathConfig>) -> Config {
@@ -38,12 +41,22 @@ fn config(node: u8, peers: Vec<u8>, incarnation: u32, paths: Vec<PathConfig>) ->
         paths,
         peers,
         rt_priority: None,
-        advert: Advert { role: Role::Backup, configured_priority: 100 + node, effective_priority: 100 + node, ..Advert::default() },
+        advert: Advert {
+            role: Role::Backup,
+            configured_priority: 100 + node,
+            effective_priority: 100 + node,
+            ..Advert::default()
+        },
     }
 }
 
 /// Events until `pred` matches one (returned with the time it took), or panic after `within`.
-fn wait_for(engine: &Engine, within: Duration, seen: &mut Vec<Event>, pred: impl Fn(&Event) -> bool) -> (Event, Duration) {
+fn wait_for(
+    engine: &Engine,
+    within: Duration,
+    seen: &mut Vec<Event>,
+    pred: impl Fn(&Event) -> bool,
+) -> (Event, Duration) {
     let start = Instant::now();
     loop {
         for e in engine.drain() {
@@ -72,14 +85,34 @@ fn peers_come_up_then_death_is_detected_after_deadtime() {
         other => panic!("{other:?}"),
     }
     // B hears A too, and advertises it in its membership once it does.
-    wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerState { node: 1, state, .. } if state.members == 0b11));
+    wait_for(
+        &a,
+        Duration::from_secs(2),
+        &mut seen,
+        |e| matches!(e, Event::PeerState { node: 1, state, .. } if state.members == 0b11),
+    );
     let view = a.peers();
     assert!(view[0].alive && view[0].paths_alive == [true]);
     assert!(view[0].last_heard_ms.unwrap() < 100);
 
     // A state change is sent at once and reported with the whole state.
-    b.set_advert(Advert { role: Role::Primary, configured_priority: 101, effective_priority: 90, primary: Some(1), load: vec![3, 4], ..Advert::default() }, true);
-    let (st, _) = wait_for(&a, Duration::from_secs(1), &mut seen, |e| matches!(e, Event::PeerState { state, .. } if state.role == Role::Primary));
+    b.set_advert(
+        Advert {
+            role: Role::Primary,
+            configured_priority: 101,
+            effective_priority: 90,
+            primary: Some(1),
+            load: vec![3, 4],
+            ..Advert::default()
+        },
+        true,
+    );
+    let (st, _) = wait_for(
+        &a,
+        Duration::from_secs(1),
+        &mut seen,
+        |e| matches!(e, Event::PeerState { state, .. } if state.role == Role::Primary),
+    );
     let Event::PeerState { state, .. } = st else { unreachable!() };
     assert_eq!((state.effective_priority, state.primary, state.load), (90, Some(1), vec![3, 4]));
 
@@ -117,7 +150,8 @@ impl Relay {
     fn start(listen: u16, to: u16) -> Relay {
         let sock = UdpSocket::bind(addr(listen)).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-        let (on, last, stop): (_, Arc<std::sync::Mutex<Vec<u8>>>, _) = (Arc::new(AtomicBool::new(true)), Arc::default(), Arc::new(AtomicBool::new(false)));
+        let (on, last, stop): (_, Arc<std::sync::Mutex<Vec<u8>>>, _) =
+            (Arc::new(AtomicBool::new(true)), Arc::default(), Arc::new(AtomicBool::new(false)));
         let (on2, last2, stop2) = (Arc::clone(&on), Arc::clone(&last), Arc::clone(&stop));
         let thread = thread::spawn(move || {
             let mut buf = [0u8; 2048];
@@ -223,7 +257,13 @@ fn openpty() -> (OwnedFd, PathBuf) {
 }
 
 /// Copies bytes between two pty masters (a null-modem cable), with line noise added while `noisy`.
-fn cable(m1: OwnedFd, m2: OwnedFd, on: Arc<AtomicBool>, noisy: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+fn cable(
+    m1: OwnedFd,
+    m2: OwnedFd,
+    on: Arc<AtomicBool>,
+    noisy: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while !stop.load(Ordering::Relaxed) {
@@ -260,10 +300,12 @@ fn cable(m1: OwnedFd, m2: OwnedFd, on: Arc<AtomicBool>, noisy: Arc<AtomicBool>, 
 fn serial_line_over_a_pty_pair_with_noise_and_a_cut() {
     let (m1, s1) = openpty();
     let (m2, s2) = openpty();
-    let serial = |device: PathBuf| PathConfig { name: "serial".into(), spec: PathSpec::Serial { device, baud: 115200 } };
+    let serial =
+        |device: PathBuf| PathConfig { name: "serial".into(), spec: PathSpec::Serial { device, baud: 115200 } };
     let a = Engine::start(config(0, vec![1], 1, vec![serial(s1)])).unwrap();
     let _b = Engine::start(config(1, vec![0], 1, vec![serial(s2)])).unwrap();
-    let (on, noisy, stop) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
+    let (on, noisy, stop) =
+        (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
     let t = cable(m1, m2, Arc::clone(&on), Arc::clone(&noisy), Arc::clone(&stop));
     let mut seen = Vec::new();
     wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerUp { node: 1, path: 0, .. }));

@@ -119,7 +119,8 @@ impl HeartbeatEngine {
         initdead_ms: u32,
         rt_priority: Option<i32>,
     ) -> PyResult<Self> {
-        let ((first_id, first_key), rest) = keys.split_first().ok_or_else(|| PyValueError::new_err("no heartbeat key"))?;
+        let ((first_id, first_key), rest) =
+            keys.split_first().ok_or_else(|| PyValueError::new_err("no heartbeat key"))?;
         let mut keyring = Keyring::new(*first_id, first_key).map_err(value_error)?;
         for (id, key) in rest {
             keyring.insert(*id, key).map_err(value_error)?;
@@ -145,7 +146,14 @@ impl HeartbeatEngine {
 
     /// UDP to each of `peers` ((address, port) pairs) from `bind`:`port`.
     #[pyo3(signature = (name, bind, port, peers, device=None))]
-    fn add_unicast_path(&mut self, name: &str, bind: &str, port: u16, peers: Vec<(String, u16)>, device: Option<String>) -> PyResult<()> {
+    fn add_unicast_path(
+        &mut self,
+        name: &str,
+        bind: &str,
+        port: u16,
+        peers: Vec<(String, u16)>,
+        device: Option<String>,
+    ) -> PyResult<()> {
         let bind = SocketAddr::new(parse_addr(bind)?, port);
         let peers = peers.iter().map(|(a, p)| Ok(SocketAddr::new(parse_addr(a)?, *p))).collect::<PyResult<_>>()?;
         self.add_path(name, PathSpec::Unicast { bind, device, peers })

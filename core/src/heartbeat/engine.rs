@@ -228,7 +228,8 @@ impl Engine {
             start_ns,
         });
         let interval_ns = u64::from(config.timers.keepalive_ms) * 1_000_000;
-        let timer = TimerFd::periodic(start_ns + interval_ns, Duration::from_nanos(interval_ns)).map_err(StartError::Os)?;
+        let timer =
+            TimerFd::periodic(start_ns + interval_ns, Duration::from_nanos(interval_ns)).map_err(StartError::Os)?;
         let epoll = Epoll::new().map_err(StartError::Os)?;
         epoll.add(timer.as_raw_fd(), TOKEN_TIMER).map_err(StartError::Os)?;
         epoll.add(shared.wake.as_raw_fd(), TOKEN_WAKE).map_err(StartError::Os)?;
@@ -394,7 +395,9 @@ impl Runner {
                     }
                     i => {
                         let i = i as usize;
-                        if ev.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 && matches!(self.links[i], Link::Serial { .. }) {
+                        if ev.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
+                            && matches!(self.links[i], Link::Serial { .. })
+                        {
                             // A hung-up tty stays readable: stop watching it until the next tick.
                             let _ = self.epoll.delete(self.links[i].rx_fd());
                             self.armed[i] = false;
@@ -480,7 +483,9 @@ impl Runner {
                         out.push(Event::Warn { node: p.node, silent_ms: silent });
                     }
                 }
-                None if !p.declared_dead && ms(now.saturating_sub(self.shared.start_ns)) >= u64::from(t.initdead_ms) => {
+                None if !p.declared_dead
+                    && ms(now.saturating_sub(self.shared.start_ns)) >= u64::from(t.initdead_ms) =>
+                {
                     p.declared_dead = true;
                     out.push(Event::PeerDead { node: p.node, silent_ms: None });
                 }
