@@ -217,3 +217,45 @@ def test_bad_configuration_is_a_clear_error() -> None:
         Heartbeat(config(0, 1, [SerialPath("tty", "/nonexistent/tty")])).start()
     with pytest.raises(ValueError, match="role"):
         Heartbeat(config(0, 1, [])).advertise(role="leader", configured_priority=1, effective_priority=1)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_keys_rotate_without_a_flag_day() -> None:
+    pa, pb = free_udp_port(), free_udp_port()
+    ha = Heartbeat(config(0, 1, [UnicastPath("lo", "127.0.0.1", pa, [("127.0.0.1", pb)])]))
+    hb = Heartbeat(config(1, 0, [UnicastPath("lo", "127.0.0.1", pb, [("127.0.0.1", pa)])]))
+    ha.start()
+    hb.start()
+    try:
+        deadline = time.monotonic() + 3
+        while not any(isinstance(e, PeerUp) for e in ha.poll()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        new = bytes(range(100, 132))
+        steps = [({1: KEY[1], 2: new}, 1), ({1: KEY[1], 2: new}, 2), ({2: new}, 2)]
+        for keys, current in steps:  # each step on every node, one node after the other
+            for h in (ha, hb):
+                h.set_keys(keys, current)
+                time.sleep(0.1)
+        time.sleep(0.4)
+        events = ha.poll() + hb.poll()
+        assert not [e for e in events if isinstance(e, PeerDead)], events
+        for h in (ha, hb):
+            dropped = h.stats()["paths"]["lo"]["dropped"]
+            assert dropped["unknown_key"] == 0 and dropped["bad_tag"] == 0, dropped
+            assert h.peers()[0].alive and h.peers()[0].last_heard_ms is not None
+            assert h.peers()[0].last_heard_ms < 200
+        # A node left on the old key alone is no longer heard.
+        ha.set_keys({1: KEY[1]}, 1)
+        time.sleep(0.6)
+        assert not hb.peers()[0].alive
+        assert hb.stats()["paths"]["lo"]["dropped"]["unknown_key"] > 0
+    finally:
+        ha.stop()
+        hb.stop()

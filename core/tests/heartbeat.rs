@@ -326,6 +326,28 @@ fn serial_line_over_a_pty_pair_with_noise_and_a_cut() {
 }
 
 #[test]
+fn keys_rotate_without_a_flag_day() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = Engine::start(config(0, vec![1], 1, vec![unicast("lo", pa, pb)])).unwrap();
+    let b = Engine::start(config(1, vec![0], 1, vec![unicast("lo", pb, pa)])).unwrap();
+    let mut seen = Vec::new();
+    wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerUp { .. }));
+    // B moves to key 2 before A knows it: A drops B's frames as unknown_key, and B goes dead.
+    let mut ring = Keyring::new(1, &SECRET).unwrap();
+    ring.insert(2, &[0x77; 32]).unwrap();
+    ring.set_current(2).unwrap();
+    b.set_keyring(ring.clone());
+    wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerDead { node: 1, .. }));
+    assert!(a.stats().paths[0].dropped(DropReason::Frame(FrameError::UnknownKey)) > 0);
+    // A learns key 2 (still signing with 1, which B still accepts): B is heard again.
+    ring.set_current(1).unwrap();
+    a.set_keyring(ring);
+    let (e, _) = wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerUp { .. }));
+    assert!(matches!(e, Event::PeerUp { node: 1, first: false, .. }));
+    wait_for(&b, Duration::from_secs(2), &mut Vec::new(), |e| matches!(e, Event::PeerUp { node: 0, .. }));
+}
+
+#[test]
 fn bad_configurations_are_refused() {
     let p = || vec![unicast("lo", free_port(), free_port())];
     let mut c = config(32, vec![1], 1, p());

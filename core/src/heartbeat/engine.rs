@@ -10,6 +10,7 @@ use super::config::{Advert, Config, ConfigError};
 use super::path::{Link, MAX_DATAGRAM};
 use super::stats::{DropReason, PathStats, Stats};
 use super::sys::{self, Epoll, EventFd, TimerFd};
+use crate::auth::Keyring;
 use crate::wire::frame::{Kind, Signer, Verifier};
 use crate::wire::heartbeat::{HeartbeatRepr, MAX_NODES};
 
@@ -116,6 +117,8 @@ struct Peer {
 #[derive(Debug, Default)]
 struct State {
     advert: Advert,
+    /// Keys to switch to at the next wake-up.
+    keyring: Option<Keyring>,
     events: VecDeque<Event>,
     peers: Vec<Peer>,
     stats: Stats,
@@ -198,6 +201,7 @@ impl Engine {
         let start_ns = sys::monotonic_ns();
         let state = State {
             advert: config.advert.clone(),
+            keyring: None,
             events: VecDeque::new(),
             peers: config
                 .peers
@@ -280,6 +284,13 @@ impl Engine {
             self.shared.send_now.store(true, Ordering::Release);
             self.shared.wake.notify();
         }
+    }
+
+    /// Sign and verify with `keyring` from the next wake-up on (key rotation:
+    /// add the new key everywhere, then make it current everywhere, then drop the old one).
+    pub fn set_keyring(&self, keyring: Keyring) {
+        self.shared.lock().keyring = Some(keyring);
+        self.shared.wake.notify();
     }
 
     /// What is advertised now (membership and interval are filled in when sending).
@@ -374,6 +385,9 @@ impl Runner {
             let shared = Arc::clone(&self.shared);
             let mut st = shared.lock();
             let before = st.events.len();
+            if let Some(k) = st.keyring.take() {
+                *self.verifier.keyring_mut() = k;
+            }
             let mut send = false;
             for ev in &events[..n] {
                 match ev.u64 {

@@ -20,6 +20,18 @@ pub(crate) enum Link {
 
 impl Link {
     pub fn open(spec: &PathSpec) -> io::Result<Link> {
+        let link = Link::open_blocking(spec)?;
+        if let Link::Udp { rx, tx, .. } = &link {
+            // The timing thread must never wait for buffer space: a full buffer loses that heartbeat.
+            rx.set_nonblocking(true)?;
+            if let Some(tx) = tx {
+                tx.set_nonblocking(true)?;
+            }
+        }
+        Ok(link)
+    }
+
+    fn open_blocking(spec: &PathSpec) -> io::Result<Link> {
         Ok(match spec {
             PathSpec::Unicast { bind, device, peers } => {
                 Link::Udp { rx: SyncSocket::unicast(*bind, device.as_deref())?, tx: None, dests: peers.clone() }

@@ -24,7 +24,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from understudy._core import HeartbeatEngine
@@ -306,6 +306,13 @@ class Heartbeat:
         )
         if self._engine is not None:
             self._engine.set_advert(**self._advert, send_now=send_now)
+
+    def set_keys(self, keys: Mapping[int, bytes], current_key: int | None = None) -> None:
+        """Rotate keys without a flag day: add the new key on every node, then make it
+        current on every node, then drop the old one. Applies at once if running."""
+        if self._engine is not None:
+            self._engine.set_keys(sorted(keys.items()), current_key)
+        self.config = replace(self.config, keys=dict(keys), current_key=current_key)
 
     def start(self) -> None:
         """Open the paths and start the engine; inside a running loop, deliver events from it."""
