@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use understudy_core::auth::Keyring;
 use understudy_core::heartbeat::{Advert, Config, DropReason, Engine, Event, PathConfig, PathSpec, Timers};
-use understudy_core::wire::frame::{FrameError, Kind, Signer};
-use understudy_core::wire::heartbeat::{HeartbeatRepr, Role};
+use understudy_core::wire::frame::{FrameError, FrameRepr, Kind, Signer};
+use understudy_core::wire::heartbeat::{HeartbeatError, HeartbeatRepr, Role};
 
 const SECRET: [u8; 32] = [0x5a; 32];
 const TIMERS: Timers = Timers { keepalive_ms: 20, warn_ms: 60, dead_ms: 150, initdead_ms: 300 };
@@ -323,6 +323,59 @@ fn serial_line_over_a_pty_pair_with_noise_and_a_cut() {
     assert!(matches!(e, Event::PeerUp { node: 1, first: false, .. }));
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
+}
+
+#[test]
+fn every_drop_reason_is_counted_on_its_path() {
+    let pa = free_port();
+    let a = Engine::start(config(0, vec![1], 1, vec![unicast("lo", pa, free_port())])).unwrap();
+    let ring = Keyring::new(1, &SECRET).unwrap();
+    let body = HeartbeatRepr { cluster: 7, ..HeartbeatRepr::default() }.to_bytes();
+    let frame = |kind, key_id, sender, epoch, seq, payload: &[u8]| {
+        let mut ring = ring.clone();
+        ring.insert(99, &[1; 16]).unwrap();
+        let mut f = FrameRepr { kind, key_id, sender, epoch, seq, payload }.to_bytes(&ring).unwrap();
+        if key_id == 99 {
+            f[4..6].copy_from_slice(&98u16.to_be_bytes()); // a key id nobody has
+        }
+        f
+    };
+    let hb = |sender, epoch, seq| frame(Kind::Heartbeat, 1, sender, epoch, seq, &body);
+    let mut bad_version = hb(1, 5, 2);
+    bad_version[2] = 2;
+    let mut forged = hb(1, 5, 4);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (vec![0x55; 10], DropReason::Frame(FrameError::Truncated)),
+        (vec![0x42; 64], DropReason::Frame(FrameError::BadMagic)),
+        (bad_version, DropReason::Frame(FrameError::BadVersion)),
+        (frame(Kind::Heartbeat, 99, 1, 5, 9, &body), DropReason::Frame(FrameError::UnknownKey)),
+        (forged, DropReason::Frame(FrameError::BadTag)),
+        (hb(1, 5, 0), DropReason::Frame(FrameError::ZeroSeq)),
+        (hb(1, 5, 3000), DropReason::Frame(FrameError::Replayed)), // sent twice: the second is counted
+        (hb(1, 5, 1), DropReason::Frame(FrameError::TooOld)),
+        (hb(1, 4, 1), DropReason::Frame(FrameError::StaleEpoch)),
+        (frame(Kind::Heartbeat, 1, 1, 5, 3001, &[2; 20]), DropReason::Body(HeartbeatError::BadVersion)),
+        (frame(Kind::Data, 1, 1, 5, 3002, &body), DropReason::NotHeartbeat),
+        (hb(9, 1, 1), DropReason::UnknownNode),
+        (hb(0, 1, 1), DropReason::Own),
+        (vec![0x55; 3000], DropReason::Oversize),
+    ];
+    let tx = UdpSocket::bind(addr(0)).unwrap();
+    tx.send_to(&hb(1, 5, 3000), addr(pa)).unwrap(); // the original of the replay
+    for (bytes, _) in &cases {
+        tx.send_to(bytes, addr(pa)).unwrap();
+        thread::sleep(Duration::from_millis(1)); // in order: the window moves as sent
+    }
+    thread::sleep(Duration::from_millis(100));
+    let s = &a.stats().paths[0];
+    for (_, reason) in &cases {
+        assert_eq!(s.dropped(*reason), 1, "{}: {s:?}", reason.reason());
+    }
+    assert_eq!(s.drops().map(|(_, n)| n).sum::<u64>(), cases.len() as u64, "nothing else dropped");
+    assert_eq!(s.received, 1, "only the one genuine frame");
+    assert!(a.peers()[0].alive);
 }
 
 #[test]
