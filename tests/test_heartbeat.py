@@ -36,7 +36,6 @@ from understudy.uml import NetnsFactory
 KEY = {1: bytes(range(32))}
 TIMERS = dict(keepalive_ms=50, warn_ms=150, dead_ms=300, initdead_ms=1000)
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 
 @pytest.fixture
@@ -74,7 +73,6 @@ def paths() -> list[object]:
     return [MulticastPath("mcast", "239.0.0.18", 6940, "eth0"), BroadcastPath("bcast", "eth1", 6941)]
 
 
-@needs_root
 def test_multicast_and_broadcast_paths_and_a_link_down(hostns: NetnsFactory) -> None:
     a, b = two_hosts(hostns)
     capture = b.popen("tcpdump", "-n", "-l", "-c", "2", "-i", "eth0", "-X", "udp and dst 239.0.0.18 and port 6940",
@@ -141,7 +139,6 @@ def test_multicast_and_broadcast_paths_and_a_link_down(hostns: NetnsFactory) -> 
     assert "5553 0107" in out, out
 
 
-@needs_root
 def test_unicast_on_a_named_interface_counts_forgeries(hostns: NetnsFactory) -> None:
     a, b = hostns("a"), hostns("b")
     hostns.veth(a, b, "10.78.0.1/24", "10.78.0.2/24")
@@ -259,3 +256,34 @@ def test_keys_rotate_without_a_flag_day() -> None:
     finally:
         ha.stop()
         hb.stop()
+
+
+def test_events_reach_a_callback_from_the_event_loop() -> None:
+    pa, pb = free_udp_port(), free_udp_port()
+    got: list[HeartbeatEvent] = []
+
+    async def scenario() -> None:
+        ha = Heartbeat(config(0, 1, [UnicastPath("lo", "127.0.0.1", pa, [("127.0.0.1", pb)])]), on_event=got.append)
+        hb = Heartbeat(config(1, 0, [UnicastPath("lo", "127.0.0.1", pb, [("127.0.0.1", pa)])]))
+        ha.start()
+        hb.start()
+        ha.start()  # idempotent
+        try:
+            deadline = time.monotonic() + 3
+            while not any(isinstance(e, PeerUp) for e in got):
+                assert time.monotonic() < deadline, got
+                await asyncio.sleep(0.01)
+            assert ha.running and ha._queue.empty()  # the callback took them
+            hb.stop()
+            hb.stop()  # idempotent
+            while not any(isinstance(e, PeerDead) for e in got):
+                assert time.monotonic() < deadline + 2, got
+                await asyncio.sleep(0.01)
+        finally:
+            ha.stop()
+            hb.stop()
+        assert not ha.running
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    kinds = [type(e).__name__ for e in got]
+    assert kinds.index("PeerUp") < kinds.index("PeerWarn") < kinds.index("PeerDead"), kinds

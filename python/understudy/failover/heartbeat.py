@@ -268,8 +268,8 @@ class PeerView:
 class Heartbeat:
     """The heartbeat of this node, driven by the engine's thread; idempotent `start()`/`stop()`.
 
-    Events go to `on_event` if given, and to `events()` (an async iterator).
-    Outside an event loop, `poll()` drains them instead.
+    Events go to `on_event` if given (called from the event loop), otherwise
+    to `events()` / `next_event()`. Outside an event loop, `poll()` drains them.
     """
 
     __slots__ = ("config", "_engine", "_loop", "_queue", "_on_event", "_advert")
@@ -378,8 +378,10 @@ class Heartbeat:
         return events
 
     def _deliver(self) -> None:
-        for e in self.poll():
-            self._queue.put_nowait(e)
+        events = self.poll()
+        if self._on_event is None:
+            for e in events:
+                self._queue.put_nowait(e)
 
     async def events(self) -> AsyncIterator[HeartbeatEvent]:
         """Events as they come, until cancelled."""
