@@ -389,20 +389,10 @@ impl Runner {
                 *self.verifier.keyring_mut() = k;
             }
             let mut send = false;
+            let mut tick = false;
             for ev in &events[..n] {
                 match ev.u64 {
-                    TOKEN_TIMER => {
-                        let expired = self.timer.expirations();
-                        if expired == 0 {
-                            continue;
-                        }
-                        st.stats.lateness.record(now.saturating_sub(self.next_tick_ns) / 1000);
-                        st.stats.lateness.overruns += u64::from(expired > 1);
-                        self.next_tick_ns += expired * self.interval_ns;
-                        self.check_silence(&mut st, now);
-                        self.rearm();
-                        send = true;
-                    }
+                    TOKEN_TIMER => tick = true,
                     TOKEN_WAKE => {
                         self.shared.wake.clear();
                         send |= self.shared.send_now.swap(false, Ordering::AcqRel);
@@ -422,11 +412,20 @@ impl Runner {
                     }
                 }
             }
+            // After the paths were read: a heartbeat waiting in a socket is not silence.
+            let expired = if tick { self.timer.expirations() } else { 0 };
+            if expired > 0 {
+                st.stats.lateness.record(now.saturating_sub(self.next_tick_ns) / 1000);
+                st.stats.lateness.overruns += u64::from(expired > 1);
+                self.next_tick_ns += expired * self.interval_ns;
+                self.check_silence(&mut st, now);
+                self.rearm();
+                st.stats.cpu_us = sys::thread_cpu_ns() / 1000;
+                send = true;
+            }
             if send {
                 self.send_locked(&mut st, &mut frame);
             }
-            let cpu = sys::thread_cpu_ns();
-            st.stats.cpu_us = cpu / 1000;
             let notify = st.events.len() != before;
             drop(st);
             if notify {
