@@ -75,7 +75,7 @@ def paths() -> list[object]:
 
 def test_multicast_and_broadcast_paths_and_a_link_down(hostns: NetnsFactory) -> None:
     a, b = two_hosts(hostns)
-    capture = b.popen("tcpdump", "-n", "-l", "-c", "2", "-i", "eth0", "-X", "udp and dst 239.0.0.18 and port 6940",
+    capture = b.popen("tcpdump", "-n", "-l", "-c", "20", "-i", "eth0", "-X", "udp and dst 239.0.0.18 and port 6940",
                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     async def scenario() -> None:
@@ -133,6 +133,7 @@ def test_multicast_and_broadcast_paths_and_a_link_down(hostns: NetnsFactory) -> 
             hb.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+    capture.terminate()  # if it has not seen its 20 packets yet
     out, _ = capture.communicate(timeout=10)
     # tcpdump, not our decoder, saw our frames on the wire: UDP to the group, "US" v1 kind 7.
     assert "10.77.0.1." in out and "10.77.0.2." in out and "239.0.0.18.6940" in out, out
