@@ -386,6 +386,8 @@ class HeartbeatEngine:
         """UDP broadcast to 255.255.255.255:`port` out of `interface`."""
     def add_serial_path(self, name: str, device: str | PathLike[str], baud: int = 115200) -> None:
         """A serial line (tty `device`, raw mode, COBS framing)."""
+    def set_keys(self, keys: Sequence[tuple[int, bytes]], current_key: int | None = None) -> None:
+        """Replace the keys (rotation), at once if running."""
     def start(self) -> None:
         """Open the paths (in the calling thread's network namespace) and start the engine thread."""
     def stop(self) -> None:
