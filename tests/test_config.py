@@ -132,6 +132,15 @@ def test_key_file_is_read_relative_to_the_config(tmp_path):
     assert c.key == bytes.fromhex("ab" * 32)
 
 
+def test_incarnation_grows_across_quick_restarts(tmp_path):
+    from understudy.failover.membership import next_incarnation
+
+    c = load_cluster(write(tmp_path, GOOD.replace("id = 7", f'id = 7\nstate_dir = "{tmp_path}/state"')))
+    first = next_incarnation(c, now=1000.0)
+    assert first == 1000 and next_incarnation(c, now=1000.0) == 1001  # same second: still larger
+    assert next_incarnation(c, now=5000.0) == 5000
+
+
 def test_locate_handles_multiline_values_and_arrays_of_tables():
     text = 'a = """\nx = 1\n"""\nb = [\n  1,\n]\n[[t]]\nk = 1\n[[t]]\nk = 2\n[t.sub]\nz = 3\n'
     lines = locate(text)

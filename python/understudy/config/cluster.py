@@ -141,6 +141,8 @@ class ClusterConfig:
     quorum: bool = True
     tiebreaker: IpAddress | None = None
     rt_priority: int | None = None
+    #: Where the node keeps its incarnation counter (it must grow across restarts).
+    state_dir: str = "/var/lib/understudy"
     vips: tuple[VipConfig, ...] = ()
     announce: AnnounceConfig = AnnounceConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -273,6 +275,7 @@ def read_cluster(root: Table, node: int | None, base: Path) -> ClusterConfig:
         quorum=c.boolean("quorum", True),
         tiebreaker=tiebreaker,
         rt_priority=c.integer("rt_priority", None, min=1, max=99),
+        state_dir=c.string("state_dir", "/var/lib/understudy"),
         vips=tuple(_read_vip(v) for v in root.tables("vip")),
         announce=_read_announce(root.table("announce")),
         tracking=_read_tracking(root.table("tracking")),
