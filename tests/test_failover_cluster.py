@@ -91,13 +91,13 @@ class Cluster:
     def socket(self, i: int) -> str:
         return str(self.dir / f"n{i}.sock")
 
-    def start(self, i: int) -> None:
+    def start(self, i: int, *extra: str) -> None:
         cfg = self.dir / f"n{i}.toml"
         text = self.config_text.replace("@SERIAL@", str(self.serial.get(i, "")))
         cfg.write_text(text + f'\n[admin]\nsocket = "{self.socket(i)}"\n' + self.node_extra.get(i, ""))
         log = open(self.dir / f"n{i}.log", "ab")
         self.procs[i] = subprocess.Popen(self.ns[i].argv(*UNDERSTUDY, "failover", "run", "--config", str(cfg),
-                                                         "--node", str(i)), stdout=log, stderr=log)
+                                                         "--node", str(i), *extra), stdout=log, stderr=log)
 
     def start_all(self) -> None:
         for i in range(self.n):
@@ -389,3 +389,33 @@ def test_notify_scripts_run_on_changes(cluster, tmp_path):
     c.wait("notify lines", lambda: out.exists() and "1 primary backup" in out.read_text(), 5)
     lines = out.read_text().splitlines()
     assert "0 primary init" in lines and "1 backup init" in lines
+
+
+def test_metrics_admin_socket_root_only_and_json_logs(cluster, tmp_path):
+    c = cluster([200, 100], node_extra={0: '\n[metrics]\nlisten = "127.0.0.1"\nport = 9469\n'})
+    c.start_all()
+    c.wait_owner(0)
+    with c.ns[0].entered():
+        import urllib.request
+
+        body = urllib.request.urlopen("http://127.0.0.1:9469/metrics", timeout=5).read().decode()
+    assert 'understudy_role{role="primary"} 1.0' in body
+    assert "understudy_peers_alive 1.0" in body
+    # The socket is 0600 and the daemon checks the peer's uid: nobody is refused.
+    probe = ("import socket,os,sys; os.setgid(65534); os.setuid(65534); s=socket.socket(socket.AF_UNIX);\n"
+             "try:\n s.connect(sys.argv[1]); print('connected')\nexcept PermissionError: print('refused')")
+    out = subprocess.run([sys.executable, "-c", probe, c.socket(0)], capture_output=True, text=True, timeout=10)
+    assert out.stdout.strip() == "refused", out.stderr
+    assert oct(os.stat(c.socket(0)).st_mode & 0o777) == "0o600"
+    # A second daemon on the same socket refuses to start rather than steal it.
+    second = subprocess.run(c.ns[0].argv(*UNDERSTUDY, "failover", "run", "--config", str(tmp_path / "n0.toml"),
+                                         "--node", "0"), capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1 and "another daemon (pid" in second.stderr, second.stderr
+    assert c.owners() == [0]
+    # Structured logs: one JSON object per line.
+    c.kill(1)
+    c.start(1, "--log-format", "json")
+    c.wait("node 1 back", lambda: c.role(1) == "backup")
+    lines = (tmp_path / "n1.log").read_text().splitlines()
+    tail = lines[lines.index(next(ln for ln in lines if ln.startswith("{"))):]
+    assert all(json.loads(ln)["level"] in ("info", "warning") for ln in tail), tail

@@ -31,6 +31,8 @@ def register(subparsers: Subparsers) -> None:
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="the TOML config")
     run.add_argument("--node", type=int, metavar="ID", help="which cluster node this is (else `node =` in FILE)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--log-format", default="text", choices=("text", "json"),
+                     help="json: one object per line (time, level, logger, message) for log shippers")
     run.set_defaults(handler=_run)
 
     check = subparsers.add_parser("check-config", help="validate a config file and print what it means",
@@ -67,8 +69,26 @@ def register(subparsers: Subparsers) -> None:
     events.set_defaults(handler=_events)
 
 
+class JsonLines(logging.Formatter):
+    """One JSON object per record: structured logs for journald/Loki/ELK."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config, args.node)
     except ConfigError as e:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import logging
+import os
 import signal
+from pathlib import Path
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -77,7 +81,27 @@ class Director:
 
     # --- running ----------------------------------------------------------------
 
+    def _lock(self) -> Any:
+        """One daemon per admin socket: a second one must fail before it touches
+        anything (it would release the VIPs the running one holds)."""
+        path = Path(self.config.admin.socket).with_suffix(".lock")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise OSError(errno.EADDRINUSE, f"another daemon (pid {pid}) runs with {self.config.admin.socket}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        return f
+
     async def run(self) -> None:
+        lock = self._lock()  # held (by the open file) until this process ends
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -91,6 +115,7 @@ class Director:
             await self.supervisor.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            lock.close()
 
     def stop(self) -> None:
         self._stopping.set()
