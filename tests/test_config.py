@@ -98,6 +98,7 @@ def test_good_config_parses(tmp_path):
         ("node = 2", "node = 9", 1, "node", "not among"),
         ('key = "00112233445566778899aabbccddeeff"', 'key = "0011"', 5, "cluster.key", "at least 16"),
         ("dead_ms = 500", "dead_ms = 500\nwarn_ms = 900", 8, "cluster.warn_ms", "must not exceed"),
+        ("fall = 2 }", "fall = 2, timeout = 5 }", 41, "tracking.gateways.timeout", "longer than the interval"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path, old, new, line, key, words):

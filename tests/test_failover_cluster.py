@@ -419,3 +419,13 @@ def test_metrics_admin_socket_root_only_and_json_logs(cluster, tmp_path):
     lines = (tmp_path / "n1.log").read_text().splitlines()
     tail = lines[lines.index(next(ln for ln in lines if ln.startswith("{"))):]
     assert all(json.loads(ln)["level"] in ("info", "warning") for ln in tail), tail
+
+
+def test_two_nodes_with_a_witness_the_isolated_one_releases(cluster):
+    c = cluster([200, 100], extra='tiebreaker = "10.9.0.250"\n[tracking]\ngateways = { interval = 0.2, timeout = 0.2, fall = 2 }')
+    c.start_all()
+    c.wait_owner(0)
+    c.ns[0].run("ip", "link", "set", "lan", "down")  # node 0 cut off: no peer, no witness
+    c.wait("node 0 releases", lambda: not c.holds(0))
+    c.wait("node 1 takes over", lambda: c.holds(1))
+    assert c.role(0) == "fault" and "quorum" in c.status(0)["failover"]["reason"]

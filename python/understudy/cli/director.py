@@ -107,6 +107,9 @@ def run_daemon(config: Any) -> int:
     except OSError as e:
         print(f"understudy: error: {e.strerror or e}", file=sys.stderr)
         return EXIT_FAILED
+    except ValueError as e:  # a setting only a subsystem could check
+        print(f"understudy: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

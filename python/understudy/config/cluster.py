@@ -312,6 +312,8 @@ def _read_tracking(t: Table) -> TrackingConfig:
         fall=g.integer("fall", 3, min=1),
         rise=g.integer("rise", 2, min=1),
     )
+    if gateways.timeout > gateways.interval:
+        raise g.error("timeout", f"{gateways.timeout} s is longer than the interval ({gateways.interval} s)")
     g.done()
     scripts = []
     for s in t.tables("script"):
@@ -323,6 +325,8 @@ def _read_tracking(t: Table) -> TrackingConfig:
             fall=s.integer("fall", 1, min=1),
             rise=s.integer("rise", 1, min=1),
         ))
+        if scripts[-1].timeout > scripts[-1].interval:
+            raise s.error("timeout", f"{scripts[-1].timeout} s is longer than the interval ({scripts[-1].interval} s)")
         s.done()
     tracking = TrackingConfig(interfaces=t.strings("interfaces", ()), gateways=gateways, scripts=tuple(scripts))
     t.done()

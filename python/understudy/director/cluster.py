@@ -65,9 +65,10 @@ class ClusterSubsystem:
         self.membership = Membership(config)
         self.sync = sync
         self.node = FailoverNode(config, self.membership, self.vips, events=events,
-                                 on_role=self._on_role)
+                                 on_role=self._on_role, tiebreaker_up=lambda: self.tracking.tiebreaker_up)
         self.links = InterfaceTracker(config.tracking.interfaces, on_change=self._links_changed)
-        self.tracking = Tracking(config.tracking, config.me.priority, monitor, self.node.set_health, self.links)
+        self.tracking = Tracking(config.tracking, config.me.priority, monitor, self.node.set_health, self.links,
+                                 str(config.tiebreaker) if config.tiebreaker is not None else None)
         self._caught_up: asyncio.Task[None] | None = None
 
     def _links_changed(self, _state: object) -> None:
