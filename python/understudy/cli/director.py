@@ -166,6 +166,13 @@ def format_status(s: dict[str, Any]) -> str:
                      f"priority {f['effective']}/{f['priority']}, for {f['since']:.1f} s")
         for p in f["peers"]:
             lines.append(f"  peer {p['node']}: {p['role']} priority {p['effective']}")
+        hb = f.get("heartbeat", {})
+        paths = hb.get("peers_heard_per_path", {})
+        if paths:
+            npeers = len(f["peers"]) if f["peers"] else 0
+            rt = "SCHED_FIFO" if hb.get("rt_granted") else "normal priority"
+            lines.append("  heartbeat: " + ", ".join(f"{name} hears {n} peer(s)" for name, n in paths.items())
+                         + f"; {npeers} alive; thread at {rt}")
         vips = f.get("vips", {})
         held = vips.get("held") if isinstance(vips, dict) else None
         if held is not None:
