@@ -1,7 +1,7 @@
 use std::collections::BTreeSet;
 
 use super::payload::{nack_to_bytes, Status, MAX_NACK_RANGES};
-use super::{Destination, Outgoing};
+use super::{Destination, Outgoing, ACK_EVERY};
 use crate::auth::{Keyring, WINDOW_SIZE};
 use crate::table::ConnTable;
 use crate::wire::frame::{EmitError, Kind, Signer, Verifier};
@@ -42,6 +42,8 @@ pub struct Backup {
     resync: Resync,
     /// Sequence number of the last RESYNC_END seen.
     copy_end: Option<u64>,
+    /// Frames from the primary since the last STATUS.
+    unacked: u32,
     stats: BackupStats,
     /// Keep the sync messages of accepted DATA frames, for a local kernel backup.
     forward: bool,
@@ -58,6 +60,7 @@ impl Backup {
             missing: BTreeSet::new(),
             resync: Resync::Requested(0),
             copy_end: None,
+            unacked: 0,
             stats: BackupStats::default(),
             forward: false,
             forwarded: Vec::new(),
@@ -176,9 +179,14 @@ impl Backup {
                 self.copy_end = None;
                 self.stats.resyncs_completed += 1;
                 if self.caught_up() {
-                    out.push(self.frame(Destination::Reply, Kind::Status, &self.status().to_bytes())?);
+                    self.unacked = ACK_EVERY;
                 }
             }
+        }
+        self.unacked += 1;
+        if self.unacked >= ACK_EVERY {
+            self.unacked = 0;
+            out.push(self.frame(Destination::Reply, Kind::Status, &self.status().to_bytes())?);
         }
         Ok(out)
     }
@@ -209,6 +217,7 @@ impl Backup {
             out.push(self.nack(&ranges)?);
         }
         if self.primary.is_some() {
+            self.unacked = 0;
             out.push(self.frame(Destination::Group, Kind::Status, &self.status().to_bytes())?);
         }
         Ok(out)
