@@ -96,7 +96,8 @@ impl Backup {
     }
 
     pub fn status(&self) -> Status {
-        Status { highest: self.highest, caught_up: self.caught_up(), missing: self.missing.len() as u32 }
+        let acked = self.missing.first().map_or(self.highest, |&first| first - 1);
+        Status { highest: self.highest, caught_up: self.caught_up(), missing: self.missing.len() as u32, acked }
     }
 
     fn frame(&mut self, to: Destination, kind: Kind, payload: &[u8]) -> Result<Outgoing, EmitError> {
@@ -150,7 +151,9 @@ impl Backup {
             let too_old = self.missing.first().is_some_and(|&oldest| oldest < floor);
             if too_old || self.missing.len() > MAX_MISSING {
                 self.missing.clear();
-                if !self.resync_pending(now_ms) {
+                // A copy under way lost those frames too: only a new one completes.
+                if !matches!(self.resync, Resync::Requested(at) if at != 0 && now_ms.saturating_sub(at) < RESYNC_RETRY_MS)
+                {
                     out.push(self.request_resync(now_ms)?);
                 }
             }

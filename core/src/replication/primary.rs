@@ -17,12 +17,13 @@ pub const DEFAULT_HISTORY_BYTES: usize = 128 << 20;
 ///
 /// A copy is sent in slices from a cursor over the live table, never more than
 /// `window` frames ahead of what the slowest live backup has acknowledged
-/// (STATUS carries its highest sequence number; backups send one every
-/// [`super::ACK_EVERY`] frames). Like TCP's receive window, this clocks the copy by the
+/// (STATUS carries the sequence number up to which it has every frame;
+/// backups send one every [`super::ACK_EVERY`] frames). Like TCP's receive window, this clocks the copy by the
 /// backup's own pace, so a copy of any size fits a modest receive buffer, and
 /// live DATA, which is never held back, takes its share of the same window.
-/// The window stays well below the 1,024-frame replay window, so a lost copy
-/// frame can still be resent and accepted.
+/// The acknowledgement is cumulative and the window stays well below the
+/// 1,024-frame replay window, so the copy never runs so far past a lost frame
+/// that its resend could no longer be accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pacing {
     /// Frames in flight (sent, not yet acknowledged by every live backup) at most.
@@ -208,7 +209,7 @@ impl Primary {
         let Pacing { window, stale_ms } = self.pacing;
         let Some(copy) = self.copy.as_mut() else { return Ok(Vec::new()) };
         let live = self.backups.values().filter(|(_, heard)| now_ms.saturating_sub(*heard) < stale_ms);
-        match live.map(|(status, _)| status.highest).min() {
+        match live.map(|(status, _)| status.acked).min() {
             Some(acked) if acked > copy.floor => (copy.floor, copy.moved_at) = (acked, now_ms),
             // No live backup moved the window for a while: send another one anyway.
             _ if now_ms.saturating_sub(copy.moved_at) >= stale_ms => {
