@@ -100,8 +100,11 @@ def test_relay_between_understudies(link, tmp_path, case):
     primary = p.popen(*relay, "primary", "--node", "1", "--bind", addr[0], *peers, *via, "--ttl", str(TTL),
                       "--kernel-interface", "us0", "--state-file", str(tmp_path / "primary.table"),
                       "--stats-file", str(tmp_path / "p.json"))
-    time.sleep(1.0)
-    assert primary.poll() is None, primary.stderr.read()
+    # The primary writes its counters once its sockets are open: then the kernel master may talk.
+    deadline = time.monotonic() + 15
+    while not (tmp_path / "p.json").exists() and time.monotonic() < deadline and primary.poll() is None:
+        time.sleep(0.1)
+    assert primary.poll() is None and (tmp_path / "p.json").exists(), primary.stderr.read()
 
     # Live traffic while (or after) the copy runs, as a kernel master sends it.
     live = conns(SEEDED, LIVE, rs="192.168.1.12") + conns(0, 100, rs="192.168.1.13")  # new, and moved
