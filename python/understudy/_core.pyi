@@ -330,30 +330,36 @@ class SyncSender:
 class PrimaryRelay:
     """The primary's end of authenticated, reliable replication: the local kernel
     master's sync messages (multicast on `kernel_interface`) into the table and,
-    framed and signed, to each of `peers` (UDP `port`); their NACKs and resync
-    requests answered."""
+    framed and signed, to each of `peers` and to multicast `group` out of `device`
+    (UDP `port`); their NACKs and resync requests answered. Full copies carry
+    `syncid` until the kernel master's messages bring theirs, and are paced: at
+    most `window` frames ahead of what the backups acknowledged."""
 
     def __new__(
         cls, *, node: int, epoch: int, key: bytes, kernel_interface: str, bind: str, peers: Sequence[str],
-        key_id: int = 1, port: int = 8849, kernel_port: int = 8848
+        key_id: int = 1, port: int = 8849, kernel_port: int = 8848, syncid: int | None = None,
+        device: str | None = None, group: str | None = None, ttl: int = 1, window: int = 512
     ) -> PrimaryRelay: ...
     def filenos(self) -> tuple[int, int]:
         """(kernel master's messages, backups' frames): the sockets to watch."""
     def pump(self, table: ConnTable, now: float | None = None) -> int:
-        """Handle everything queued (GIL released); datagrams handled."""
+        """Handle everything queued and send the next slice of a copy (GIL released);
+        datagrams handled. Call when readable and every ~100 ms."""
     def resync(self, table: ConnTable) -> int:
-        """Send the whole table to every backup; frames sent."""
+        """Start a full copy to every backup (`pump` sends the rest); frames sent."""
     def stats(self) -> dict[str, int]: ...
 
 @final
 class BackupRelay:
     """A backup's end: frames from `primary` into the table, gaps asked for, and the
     sync messages passed on to the local kernel backup daemon (multicast on
-    `kernel_interface`, if given)."""
+    `kernel_interface`, if given). Bound to `bind` (and `device`); with `group`,
+    to the wildcard address on `device`, joined to the group there."""
 
     def __new__(
         cls, *, node: int, epoch: int, key: bytes, bind: str, primary: str, key_id: int = 1, port: int = 8849,
-        kernel_interface: str | None = None, kernel_port: int = 8848
+        kernel_interface: str | None = None, kernel_port: int = 8848, device: str | None = None,
+        group: str | None = None
     ) -> BackupRelay: ...
     def fileno(self) -> int: ...
     def pump(self, table: ConnTable, now: float | None = None) -> int:
