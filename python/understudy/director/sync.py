@@ -81,7 +81,7 @@ class SyncSwitch:
             peers = [str(addr) for node, addr in s.addresses if node != me]
             return RelayPrimary(node=me, key=c.key, key_id=c.key_id, port=s.port, table=self.table,
                                 state_file=s.state_file, kernel_interface=s.interface, bind=str(s.address(me)),
-                                peers=peers, seed=True)
+                                peers=peers, seed=True, syncid=s.syncid)
         if primary is None or primary == me:
             return None  # no primary to hear yet
         return RelayBackup(node=me, key=c.key, key_id=c.key_id, port=s.port, table=self.table,
