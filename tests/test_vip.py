@@ -383,3 +383,36 @@ def test_announcer_frames_decode_and_junk_is_refused(lan):
     for junk in (b"", b"\x00" * 60, bytes(frame)):
         with pytest.raises(ValueError, match="not an announcement"):
             decode_announcement(junk)
+
+
+def test_forged_link_event_is_dropped_and_counted(lan):
+    """Root may send to rtnetlink's multicast groups from user space; only the
+    kernel (port 0) is believed."""
+    import socket
+    import struct
+
+    a = lan["a"]
+
+    async def scenario():
+        tracker = InterfaceTracker(["eth0"])
+        await tracker.start()
+        monitor = tracker._monitor
+        index = tracker.states["eth0"].index
+        name = b"eth0\0"
+        attr = struct.pack("=HH", 4 + len(name), 3) + name + b"\0" * (-len(name) % 4)
+        body = struct.pack("=BxHiII", 0, 1, index, 0, 0xFFFFFFFF) + attr  # eth0, every flag clear
+        forger = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        forger.bind((0, 0))
+        forger.sendto(struct.pack("=IHHII", 16 + len(body), 16, 0, 0, 0) + body, (0, 1))  # RTNLGRP_LINK
+        forger.close()
+        for _ in range(100):
+            if monitor.stats()["not_from_kernel"]:
+                break
+            await asyncio.sleep(0.01)
+        state, stats = tracker.states["eth0"], monitor.stats()
+        await tracker.stop()
+        return state, stats
+
+    state, stats = run_in(a, scenario)
+    assert stats["not_from_kernel"] == 1
+    assert state.usable  # the forged "eth0 down" changed nothing

@@ -9,7 +9,7 @@ use understudy_core::wire::sync::EncodeError;
 
 create_exception!(_core, SyncError, PyValueError, "A message or connection that cannot be encoded.");
 create_exception!(_core, IpvsError, PyOSError, "The kernel refused an IPVS operation, or IPVS is unavailable.");
-create_exception!(_core, NetifError, PyOSError, "An interface or address operation failed (no such interface, kernel refusal).");
+create_exception!(_core, NetifError, PyOSError, "An interface or address operation failed.");
 
 /// `IpvsError(errno, "add service tcp 10.0.0.1:80: exists")`.
 pub fn ipvs_error(e: ipvs::Error) -> PyErr {

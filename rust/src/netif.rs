@@ -196,7 +196,8 @@ pub fn decode_announcement<'py>(py: Python<'py>, frame: &[u8]) -> PyResult<Bound
         d.set_item("target_ip", arp.target_ip.to_string())?;
         return Ok(d);
     }
-    let na = NaFrame::parse(frame).map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("not an announcement: {e}")))?;
+    let na = NaFrame::parse(frame)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("not an announcement: {e}")))?;
     d.set_item("kind", "na")?;
     d.set_item("dst", mac_text(&na.eth.dst))?;
     d.set_item("src", mac_text(&na.eth.src))?;

@@ -230,3 +230,28 @@ impl Rtnl {
         Ok(AddrRepr { index, address, prefix_len, flags, scope: 0, label: label.map(str::to_owned) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real kernel's replies, read-only: every namespace has `lo`.
+    #[test]
+    fn loopback_from_the_kernel() {
+        let mut rtnl = Rtnl::open().expect("rtnetlink socket");
+        let lo = rtnl.link("lo").expect("lo");
+        assert!(lo.flags & rtnl::iff::LOOPBACK != 0);
+        assert_eq!((lo.name.as_str(), lo.hw_type), ("lo", 772)); // ARPHRD_LOOPBACK
+        assert!(rtnl.links().expect("dump").iter().any(|l| l.index == lo.index && l.name == "lo"));
+        match rtnl.link("no-such-if0") {
+            Err(Error::NoSuchInterface(name)) => assert_eq!(name, "no-such-if0"),
+            other => panic!("{other:?}"),
+        }
+        let err = rtnl.add_address("lo", "::1".parse().unwrap(), 129, None).unwrap_err();
+        assert!(err.to_string().contains("prefix length 129"), "{err}");
+        if lo.flags & rtnl::iff::UP != 0 {
+            let addrs = rtnl.addresses(Some(lo.index)).expect("addresses");
+            assert!(addrs.iter().any(|a| a.address == IpAddr::from([127, 0, 0, 1]) && a.prefix_len == 8));
+        }
+    }
+}

@@ -50,6 +50,9 @@ class VipManager:
         self._netif: Netif | None = None
         self._held = False
         self._announcing: asyncio.Task[None] | None = None
+        # Kept for the manager's life: opening a packet socket costs about a
+        # millisecond and closing one waits for an RCU grace period (~10 ms).
+        self._announcers: dict[str, Announcer] = {}
         self._lock = asyncio.Lock()
 
     @property
@@ -63,9 +66,13 @@ class VipManager:
         return self._held
 
     async def start(self) -> None:
-        """Open the rtnetlink connection (idempotent)."""
+        """Open the rtnetlink connection and the announcers' sockets (idempotent),
+        so that a takeover's first announcement costs no socket set-up."""
         if self._netif is None:
             self._netif = Netif()
+            for interface in sorted({vip.interface for vip in self._vips}):
+                with contextlib.suppress(NetifError):  # may appear later; acquire() reports it
+                    self._announcers[interface] = Announcer(interface)
 
     async def stop(self) -> None:
         """Release everything held and close (idempotent)."""
@@ -77,6 +84,7 @@ class VipManager:
             await self._stop_announcing()
         finally:
             self._netif = None
+            self._announcers.clear()
 
     async def acquire(self) -> None:
         """Take the VIPs: add them, then announce. Raises VipError naming every
@@ -85,7 +93,8 @@ class VipManager:
             netif = self._require()
             self._held = True
             failures = self._add(netif, self._vips)
-            self._restart_announcing()
+            self._check_announcers(netif)
+            self._restart_announcing(failures)
         if failures:
             raise VipError(failures)
 
@@ -117,7 +126,8 @@ class VipManager:
             netif = self._require()
             failures = self._delete(netif, [v for v in old if v not in new])
             failures += self._add(netif, [v for v in new if v not in old])
-            self._restart_announcing()
+            self._check_announcers(netif)
+            self._restart_announcing(failures)
         if failures:
             raise VipError(failures)
 
@@ -161,10 +171,28 @@ class VipManager:
             self._emit(VipEvent("removed" if removed else "absent", vip))
         return failures
 
-    def _restart_announcing(self) -> None:
+    def _check_announcers(self, netif: Netif) -> None:
+        """Drop a cached announcer whose interface was re-created or changed MAC."""
+        for interface, ann in list(self._announcers.items()):
+            try:
+                link = netif.link(interface)
+            except NetifError:
+                link = {}
+            if (link.get("index"), link.get("mac")) != (ann.index, ann.mac):
+                del self._announcers[interface]
+
+    def _restart_announcing(self, failures: list[tuple[Vip, NetifError]]) -> None:
+        """Announce the VIPs that were added once now (the first frame leaves
+        before acquire() returns), then the rest of the burst and the refreshes in a task."""
         if self._announcing is not None:
             self._announcing.cancel()
-        self._announcing = asyncio.get_running_loop().create_task(self._announce_loop(self._vips))
+        failed = {vip for vip, _ in failures}
+        vips = tuple(v for v in self._vips if v not in failed)
+        sent = 0
+        if self.settings.repeat > 0:
+            self._announce_round(vips, "round 1")
+            sent = 1
+        self._announcing = asyncio.get_running_loop().create_task(self._announce_loop(vips, sent))
 
     async def _stop_announcing(self) -> None:
         task, self._announcing = self._announcing, None
@@ -173,22 +201,20 @@ class VipManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _announce_loop(self, vips: tuple[Vip, ...]) -> None:
+    async def _announce_loop(self, vips: tuple[Vip, ...], rounds: int) -> None:
         s = self.settings
-        announcers: dict[str, Announcer] = {}
-        rounds = 0
         while True:
-            rounds += 1
-            self._announce_round(vips, announcers, f"round {rounds}")
             if rounds < s.repeat:
                 await asyncio.sleep(s.interval)
             elif s.refresh > 0:
                 await asyncio.sleep(s.refresh)
             else:
                 return
+            rounds += 1
+            self._announce_round(vips, f"round {rounds}")
 
-    def _announce_round(self, vips: Iterable[Vip], announcers: dict[str, Announcer], detail: str) -> None:
-        s = self.settings
+    def _announce_round(self, vips: Iterable[Vip], detail: str) -> None:
+        s, announcers = self.settings, self._announcers
         frames = 0
         for vip in vips:
             try:
