@@ -103,7 +103,7 @@ class VipManager:
         the loser's announcements may have pointed neighbours at it)."""
         async with self._lock:
             if self._held:
-                self._restart_announcing()
+                self._restart_announcing([])
 
     async def release(self) -> None:
         """Give the VIPs up: stop announcing, delete them."""
