@@ -3,7 +3,7 @@
 import pytest
 
 # Tests marked @pytest.mark.uml run inside a User-Mode-Linux guest (docs/testing-in-uml.md).
-pytest_plugins = ["uml_plugin"]
+pytest_plugins = ["uml_plugin", "host_netns"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -98,6 +98,7 @@ def test_good_config_parses(tmp_path):
         ("node = 2", "node = 9", 1, "node", "not among"),
         ('key = "00112233445566778899aabbccddeeff"', 'key = "0011"', 5, "cluster.key", "at least 16"),
         ("dead_ms = 500", "dead_ms = 500\nwarn_ms = 900", 8, "cluster.warn_ms", "must not exceed"),
+        ("fall = 2 }", "fall = 2, timeout = 5 }", 41, "tracking.gateways.timeout", "longer than the interval"),
     ],
 )
 def test_errors_name_file_line_and_key(tmp_path, old, new, line, key, words):
@@ -130,6 +131,15 @@ def test_key_file_is_read_relative_to_the_config(tmp_path):
     (tmp_path / "cluster.key").write_text("ab" * 32 + "\n")
     c = load_cluster(write(tmp_path, GOOD.replace('key = "00112233445566778899aabbccddeeff"', 'key_file = "cluster.key"')))
     assert c.key == bytes.fromhex("ab" * 32)
+
+
+def test_incarnation_grows_across_quick_restarts(tmp_path):
+    from understudy.failover.membership import next_incarnation
+
+    c = load_cluster(write(tmp_path, GOOD.replace("id = 7", f'id = 7\nstate_dir = "{tmp_path}/state"')))
+    first = next_incarnation(c, now=1000.0)
+    assert first == 1000 and next_incarnation(c, now=1000.0) == 1001  # same second: still larger
+    assert next_incarnation(c, now=5000.0) == 5000
 
 
 def test_locate_handles_multiline_values_and_arrays_of_tables():

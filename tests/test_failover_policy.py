@@ -189,6 +189,22 @@ def test_switch_asked_on_another_node():
     assert all(sum(r == Role.PRIMARY for r in roles.values()) <= 1 for roles in c.history)
 
 
+def test_rejoining_node_waits_to_hear_the_primary_its_peers_follow():
+    c = Cluster({0: 250, 1: 200, 2: 100})
+    c.settle()
+    c.partition({0}, {1, 2})
+    c.settle()
+    assert c.primaries() == [1] and c.nodes[0].state.role == Role.FAULT
+    # Node 0 comes back but hears node 2 before node 1: it must not claim.
+    c.cut = {frozenset((0, 1))}
+    c.settle()
+    assert c.nodes[0].state.role == Role.BACKUP and "waiting to hear" in c.nodes[0].decision.reason
+    assert c.primaries() == [1]
+    c.partition()
+    c.settle()
+    assert c.primaries() == [1]
+
+
 def test_stopping_node_hands_over_without_dead_time():
     c = Cluster({1: 200, 2: 100})
     c.settle()

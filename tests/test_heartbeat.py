@@ -36,7 +36,6 @@ from understudy.uml import NetnsFactory
 KEY = {1: bytes(range(32))}
 TIMERS = dict(keepalive_ms=50, warn_ms=150, dead_ms=300, initdead_ms=1000)
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 
 @pytest.fixture
@@ -74,10 +73,9 @@ def paths() -> list[object]:
     return [MulticastPath("mcast", "239.0.0.18", 6940, "eth0"), BroadcastPath("bcast", "eth1", 6941)]
 
 
-@needs_root
 def test_multicast_and_broadcast_paths_and_a_link_down(hostns: NetnsFactory) -> None:
     a, b = two_hosts(hostns)
-    capture = b.popen("tcpdump", "-n", "-l", "-c", "2", "-i", "eth0", "-X", "udp and dst 239.0.0.18 and port 6940",
+    capture = b.popen("tcpdump", "-n", "-l", "-c", "20", "-i", "eth0", "-X", "udp and dst 239.0.0.18 and port 6940",
                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     async def scenario() -> None:
@@ -135,13 +133,13 @@ def test_multicast_and_broadcast_paths_and_a_link_down(hostns: NetnsFactory) -> 
             hb.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+    capture.terminate()  # if it has not seen its 20 packets yet
     out, _ = capture.communicate(timeout=10)
     # tcpdump, not our decoder, saw our frames on the wire: UDP to the group, "US" v1 kind 7.
     assert "10.77.0.1." in out and "10.77.0.2." in out and "239.0.0.18.6940" in out, out
     assert "5553 0107" in out, out
 
 
-@needs_root
 def test_unicast_on_a_named_interface_counts_forgeries(hostns: NetnsFactory) -> None:
     a, b = hostns("a"), hostns("b")
     hostns.veth(a, b, "10.78.0.1/24", "10.78.0.2/24")
@@ -217,3 +215,76 @@ def test_bad_configuration_is_a_clear_error() -> None:
         Heartbeat(config(0, 1, [SerialPath("tty", "/nonexistent/tty")])).start()
     with pytest.raises(ValueError, match="role"):
         Heartbeat(config(0, 1, [])).advertise(role="leader", configured_priority=1, effective_priority=1)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_keys_rotate_without_a_flag_day() -> None:
+    pa, pb = free_udp_port(), free_udp_port()
+    ha = Heartbeat(config(0, 1, [UnicastPath("lo", "127.0.0.1", pa, [("127.0.0.1", pb)])]))
+    hb = Heartbeat(config(1, 0, [UnicastPath("lo", "127.0.0.1", pb, [("127.0.0.1", pa)])]))
+    ha.start()
+    hb.start()
+    try:
+        deadline = time.monotonic() + 3
+        while not any(isinstance(e, PeerUp) for e in ha.poll()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        new = bytes(range(100, 132))
+        steps = [({1: KEY[1], 2: new}, 1), ({1: KEY[1], 2: new}, 2), ({2: new}, 2)]
+        for keys, current in steps:  # each step on every node, one node after the other
+            for h in (ha, hb):
+                h.set_keys(keys, current)
+                time.sleep(0.1)
+        time.sleep(0.4)
+        events = ha.poll() + hb.poll()
+        assert not [e for e in events if isinstance(e, PeerDead)], events
+        for h in (ha, hb):
+            dropped = h.stats()["paths"]["lo"]["dropped"]
+            assert dropped["unknown_key"] == 0 and dropped["bad_tag"] == 0, dropped
+            assert h.peers()[0].alive and h.peers()[0].last_heard_ms is not None
+            assert h.peers()[0].last_heard_ms < 200
+        # A node left on the old key alone is no longer heard.
+        ha.set_keys({1: KEY[1]}, 1)
+        time.sleep(0.6)
+        assert not hb.peers()[0].alive
+        assert hb.stats()["paths"]["lo"]["dropped"]["unknown_key"] > 0
+    finally:
+        ha.stop()
+        hb.stop()
+
+
+def test_events_reach_a_callback_from_the_event_loop() -> None:
+    pa, pb = free_udp_port(), free_udp_port()
+    got: list[HeartbeatEvent] = []
+
+    async def scenario() -> None:
+        ha = Heartbeat(config(0, 1, [UnicastPath("lo", "127.0.0.1", pa, [("127.0.0.1", pb)])]), on_event=got.append)
+        hb = Heartbeat(config(1, 0, [UnicastPath("lo", "127.0.0.1", pb, [("127.0.0.1", pa)])]))
+        ha.start()
+        hb.start()
+        ha.start()  # idempotent
+        try:
+            deadline = time.monotonic() + 3
+            while not any(isinstance(e, PeerUp) for e in got):
+                assert time.monotonic() < deadline, got
+                await asyncio.sleep(0.01)
+            assert ha.running and ha._queue.empty()  # the callback took them
+            hb.stop()
+            hb.stop()  # idempotent
+            while not any(isinstance(e, PeerDead) for e in got):
+                assert time.monotonic() < deadline + 2, got
+                await asyncio.sleep(0.01)
+        finally:
+            ha.stop()
+            hb.stop()
+        assert not ha.running
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+    kinds = [type(e).__name__ for e in got]
+    assert kinds.index("PeerUp") < kinds.index("PeerWarn") < kinds.index("PeerDead"), kinds

@@ -100,11 +100,14 @@ def test_a_key_others_can_read_is_refused(tmp_path):
     assert result.returncode == 2 and "chmod 600" in result.stderr
 
 
-def test_a_primary_started_late_seeds_its_backup_from_the_kernel(directors, tmp_path):
+@pytest.mark.parametrize("syncid", [0, 7])
+def test_a_primary_started_late_seeds_its_backup_from_the_kernel(directors, tmp_path, syncid):
     """Connections made before Understudy ran, with no kernel master daemon at all:
-    the primary reads them from its kernel and gives its backup a full copy."""
+    the primary reads them from its kernel and gives its backup a full copy. It never
+    heard a kernel master's syncid, so it copies with --syncid, which the kernel
+    backup daemon filters on."""
     c, lb1, lb2, rs = directors
-    lb2.run("ipvsadm", "--start-daemon", "backup", "--mcast-interface", "ks0", "--syncid", "0")
+    lb2.run("ipvsadm", "--start-daemon", "backup", "--mcast-interface", "ks0", "--syncid", str(syncid))
     echo_server(rs)
     client = Client(c)
     key = tmp_path / "sync.key"
@@ -119,7 +122,8 @@ def test_a_primary_started_late_seeds_its_backup_from_the_kernel(directors, tmp_
         time.sleep(1.0)
         lb1.popen(*UNDERSTUDY, "sync", "relay", "primary", "--node", "1", "--key-file", str(key),
                   "--kernel-interface", "us0", "--bind", "10.255.0.1", "--peer", "10.255.0.2",
-                  "--seed-from-kernel", "--stats-file", str(tmp_path / "p.json"))
+                  "--seed-from-kernel", "--stats-file", str(tmp_path / "p.json"),
+                  *(["--syncid", str(syncid)] if syncid else []))
         deadline = time.monotonic() + 20
         while count(lb2) < CONNECTIONS and time.monotonic() < deadline:
             time.sleep(0.2)

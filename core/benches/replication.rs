@@ -14,11 +14,13 @@
 //!    time (`getrusage(RUSAGE_THREAD)`) per million entries. Baseline, in the same run: the same
 //!    messages sent raw and applied with `ConnTable::apply_datagram` (no authentication, no loss
 //!    recovery).
-//! 2. Bulk resync of 1 M connections: building the frames (`Primary::resync`, against
+//! 2. Bulk resync of 1 M connections: building the frames (`Primary::resync` unpaced, against
 //!    `ConnTable::encode` alone), and the time from the backup's RESYNC_REQUEST to it being caught
-//!    up with every connection; beside the table's messages sent raw and applied. With a receive
-//!    buffer that holds the whole copy (so the figure is the steady state, not loss recovery),
-//!    the same without backup ticks, and with the 4 MiB one. Sends retry on `WouldBlock`.
+//!    up with every connection; beside the table's messages sent raw (all at once) and applied.
+//!    Unpaced (the whole copy at once) and paced (`Pacing::default()`: a window the backup's
+//!    STATUS acknowledgements move), with a receive buffer that holds the whole copy, with the
+//!    4 MiB one, and paced with 1 MiB. Sends retry on `WouldBlock`. `BENCH_RESYNC_ONLY=1`
+//!    runs this part alone.
 //!
 //! Figures and ratios only, never pass/fail. `BENCH_MS` scales the streaming time (5x it).
 //! Loopback delivery (the kernel's receive path up to the socket queue) runs in the sending
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use common::conn;
 use understudy_core::auth::Keyring;
-use understudy_core::replication::{Backup, BackupStats, Outgoing, Primary, PrimaryStats};
+use understudy_core::replication::{Backup, BackupStats, Outgoing, Pacing, Primary, PrimaryStats};
 use understudy_core::table::ConnTable;
 use understudy_core::transport::{RecvBatch, SyncSocket};
 use understudy_core::wire::frame::{FrameError, MIN_LEN};
@@ -161,7 +163,8 @@ fn recv(sock: &SyncSocket, batch: &mut RecvBatch) -> usize {
     }
 }
 
-/// The primary's control path: drain the backup's frames, send what they ask for.
+/// The primary's control path: drain the backup's frames, send what they ask for and the
+/// next slice of a copy under way (as `PrimaryRelay::pump`).
 fn serve(
     primary: &mut Primary,
     table: &ConnTable,
@@ -169,14 +172,17 @@ fn serve(
     data: &SyncSocket,
     batch: &mut RecvBatch,
     sent: &mut Sent,
+    now_ms: u64,
 ) {
     while recv(ctl, batch) > 0 {
         let mut answers = Vec::new();
         for d in batch.iter() {
             answers.extend(primary.handle(d.bytes, table).unwrap());
         }
+        answers.extend(primary.poll(table, now_ms).unwrap());
         send_out(data, &answers, sent);
     }
+    send_out(data, &primary.poll(table, now_ms).unwrap(), sent);
 }
 
 /// What the two threads of one streaming run tell each other.
@@ -226,7 +232,7 @@ fn offer(
             break;
         }
         if mode == Mode::Framed {
-            serve(&mut primary, &table, ctl, data, &mut batch, &mut out.sent);
+            serve(&mut primary, &table, ctl, data, &mut batch, &mut out.sent, 1000 + elapsed.as_millis() as u64);
         }
         let due = match per_second {
             Some(r) => ((elapsed.as_secs_f64() * r) as u64).saturating_sub(out.messages),
@@ -260,7 +266,8 @@ fn offer(
     shared.offered.store(true, Ordering::Release);
     while !shared.stop.load(Ordering::Acquire) {
         if mode == Mode::Framed && ctl.wait_readable(Some(Duration::from_millis(10))).unwrap() {
-            serve(&mut primary, &table, ctl, data, &mut batch, &mut out.sent);
+            let now_ms = 1000 + start.elapsed().as_millis() as u64;
+            serve(&mut primary, &table, ctl, data, &mut batch, &mut out.sent, now_ms);
         } else if mode == Mode::Raw {
             thread::sleep(Duration::from_millis(1));
         }
@@ -509,23 +516,28 @@ struct ResyncRun {
 
 /// The backup asks for a copy of `table` and applies it: raw, the table's messages as a
 /// kernel master's would be; framed, through `Primary::handle` and `Backup::handle`.
-fn resync_run(mode: Mode, table: &ConnTable, rcvbuf: usize, tick: bool) -> ResyncRun {
+fn resync_run(mode: Mode, table: &ConnTable, rcvbuf: usize, tick: bool, pacing: Pacing) -> ResyncRun {
     let (data_tx, data_rx) = pair(rcvbuf);
     let (ctl_tx, ctl_rx) = pair(1 << 20);
     let stop = AtomicBool::new(false);
+    let origin = Instant::now();
     thread::scope(|s| {
         let primary = s.spawn(|| {
             let mut primary = Primary::new(1, 1, keyring());
+            primary.set_pacing(pacing);
             let mut batch = RecvBatch::new(BURST, SLOT);
             let mut sent = Sent::default();
             while !stop.load(Ordering::Acquire) {
-                if !ctl_rx.wait_readable(Some(Duration::from_millis(10))).unwrap() {
+                // A paced copy also moves on by time (the relay's timer), not only on acknowledgements.
+                let readable = ctl_rx.wait_readable(Some(Duration::from_millis(10))).unwrap();
+                if !readable && !primary.copying() {
                     continue;
                 }
+                let now_ms = 1000 + origin.elapsed().as_millis() as u64;
                 match mode {
-                    Mode::Framed => serve(&mut primary, table, &ctl_rx, &data_tx, &mut batch, &mut sent),
+                    Mode::Framed => serve(&mut primary, table, &ctl_rx, &data_tx, &mut batch, &mut sent, now_ms),
                     Mode::Raw => {
-                        while recv(&ctl_rx, &mut batch) > 0 {
+                        while readable && recv(&ctl_rx, &mut batch) > 0 {
                             let copy = table.encode(Version::V1, 0, DEFAULT_MAX_LEN);
                             send_all(&data_tx, &copy.iter().map(Vec::as_slice).collect::<Vec<_>>(), &mut sent);
                         }
@@ -614,7 +626,11 @@ fn resync(pool: &[Vec<u8>]) {
     println!("bulk resync of {POOL} connections: {messages} messages, {} frames\n", messages + 2);
 
     let encode = best_of(3, || table.encode(Version::V1, 0, DEFAULT_MAX_LEN));
-    let build = best_of(3, || Primary::new(1, 1, keyring()).resync(&table).unwrap());
+    let build = best_of(3, || {
+        let mut primary = Primary::new(1, 1, keyring());
+        primary.set_pacing(Pacing::UNPACED);
+        primary.resync(&table).unwrap()
+    });
     println!(
         "  {:<50} {:>10.1} ms       (ConnTable::encode alone: {:.1} ms, ratio {:.2}x)",
         "build the frames: Primary::resync",
@@ -623,14 +639,17 @@ fn resync(pool: &[Vec<u8>]) {
         ms(build) / ms(encode)
     );
 
+    let paced = Pacing::default();
     let runs = [
-        (RESYNC_RCVBUF, true, "room for the whole copy"),
-        (RESYNC_RCVBUF, false, "room for the whole copy; backup does not tick"),
-        (STREAM_RCVBUF, true, "as streaming"),
+        (RESYNC_RCVBUF, true, Pacing::UNPACED, "unpaced, room for the whole copy"),
+        (RESYNC_RCVBUF, true, paced, "paced, room for the whole copy"),
+        (STREAM_RCVBUF, true, Pacing::UNPACED, "unpaced, as streaming"),
+        (STREAM_RCVBUF, true, paced, "paced, as streaming"),
+        (1 << 20, true, paced, "paced, a modest buffer"),
     ];
-    for (rcvbuf, tick, note) in runs {
-        let raw = resync_run(Mode::Raw, &table, rcvbuf, tick);
-        let framed = resync_run(Mode::Framed, &table, rcvbuf, tick);
+    for (rcvbuf, tick, pacing, note) in runs {
+        let raw = resync_run(Mode::Raw, &table, rcvbuf, tick, pacing);
+        let framed = resync_run(Mode::Framed, &table, rcvbuf, tick, pacing);
         let show = |r: &ResyncRun| match r.done {
             Some(t) => format!("{:.1} ms", ms(t)),
             None => format!("not whole: {} of {POOL}", r.entries),
@@ -640,7 +659,7 @@ fn resync(pool: &[Vec<u8>]) {
             _ => String::new(),
         };
         println!(
-            "  request to caught up, SO_RCVBUF {} MiB ({note}): framed {} (raw: {}{ratio})",
+            "  request to caught up, SO_RCVBUF {} MiB ({note}): framed {} (raw, unpaced: {}{ratio})",
             rcvbuf >> 20,
             show(&framed),
             show(&raw)
@@ -747,6 +766,10 @@ fn main() {
         Some(("raw", per_core(raw) / PER_MESSAGE as f64)),
     );
     println!();
+    if std::env::var_os("BENCH_RESYNC_ONLY").is_some() {
+        resync(&pool);
+        return;
+    }
     let mut tables = Vec::new();
     for rcvbuf in [STREAM_RCVBUF, LARGE_RCVBUF] {
         println!("backup SO_RCVBUF {} MiB\n", rcvbuf >> 20);

@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod heartbeat;
 pub mod ipvs;
+pub mod netif;
+pub mod netlink;
 pub mod proto;
 pub mod replication;
 pub mod table;

@@ -228,7 +228,7 @@ fn kinds_round_trip_every_byte() {
     for b in 0..=255u8 {
         let kind = Kind::from(b);
         assert_eq!(u8::from(kind), b);
-        assert_eq!(matches!(kind, Kind::Unknown(_)), !(1..=6).contains(&b), "{b}");
+        assert_eq!(matches!(kind, Kind::Unknown(_)), !(1..=7).contains(&b), "{b}");
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use understudy_core::auth::Keyring;
 use understudy_core::heartbeat::{Advert, Config, DropReason, Engine, Event, PathConfig, PathSpec, Timers};
-use understudy_core::wire::frame::{FrameError, Kind, Signer};
-use understudy_core::wire::heartbeat::{HeartbeatRepr, Role};
+use understudy_core::wire::frame::{FrameError, FrameRepr, Kind, Signer};
+use understudy_core::wire::heartbeat::{HeartbeatError, HeartbeatRepr, Role};
 
 const SECRET: [u8; 32] = [0x5a; 32];
 const TIMERS: Timers = Timers { keepalive_ms: 20, warn_ms: 60, dead_ms: 150, initdead_ms: 300 };
@@ -25,7 +25,10 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 fn unicast(name: &str, bind: u16, peer: u16) -> PathConfig {
-    PathConfig { name: name.into(), spec: PathSpec::Unicast { bind: addr(bind), device: None, peers: vec![addr(peer)] } }
+    PathConfig {
+        name: name.into(),
+        spec: PathSpec::Unicast { bind: addr(bind), device: None, peers: vec![addr(peer)] },
+    }
 }
 
 fn config(node: u8, peers: Vec<u8>, incarnation: u32, paths: Vec<PathConfig>) -> Config {
@@ -38,12 +41,22 @@ fn config(node: u8, peers: Vec<u8>, incarnation: u32, paths: Vec<PathConfig>) ->
         paths,
         peers,
         rt_priority: None,
-        advert: Advert { role: Role::Backup, configured_priority: 100 + node, effective_priority: 100 + node, ..Advert::default() },
+        advert: Advert {
+            role: Role::Backup,
+            configured_priority: 100 + node,
+            effective_priority: 100 + node,
+            ..Advert::default()
+        },
     }
 }
 
 /// Events until `pred` matches one (returned with the time it took), or panic after `within`.
-fn wait_for(engine: &Engine, within: Duration, seen: &mut Vec<Event>, pred: impl Fn(&Event) -> bool) -> (Event, Duration) {
+fn wait_for(
+    engine: &Engine,
+    within: Duration,
+    seen: &mut Vec<Event>,
+    pred: impl Fn(&Event) -> bool,
+) -> (Event, Duration) {
     let start = Instant::now();
     loop {
         for e in engine.drain() {
@@ -72,14 +85,34 @@ fn peers_come_up_then_death_is_detected_after_deadtime() {
         other => panic!("{other:?}"),
     }
     // B hears A too, and advertises it in its membership once it does.
-    wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerState { node: 1, state, .. } if state.members == 0b11));
+    wait_for(
+        &a,
+        Duration::from_secs(2),
+        &mut seen,
+        |e| matches!(e, Event::PeerState { node: 1, state, .. } if state.members == 0b11),
+    );
     let view = a.peers();
     assert!(view[0].alive && view[0].paths_alive == [true]);
     assert!(view[0].last_heard_ms.unwrap() < 100);
 
     // A state change is sent at once and reported with the whole state.
-    b.set_advert(Advert { role: Role::Primary, configured_priority: 101, effective_priority: 90, primary: Some(1), load: vec![3, 4], ..Advert::default() }, true);
-    let (st, _) = wait_for(&a, Duration::from_secs(1), &mut seen, |e| matches!(e, Event::PeerState { state, .. } if state.role == Role::Primary));
+    b.set_advert(
+        Advert {
+            role: Role::Primary,
+            configured_priority: 101,
+            effective_priority: 90,
+            primary: Some(1),
+            load: vec![3, 4],
+            ..Advert::default()
+        },
+        true,
+    );
+    let (st, _) = wait_for(
+        &a,
+        Duration::from_secs(1),
+        &mut seen,
+        |e| matches!(e, Event::PeerState { state, .. } if state.role == Role::Primary),
+    );
     let Event::PeerState { state, .. } = st else { unreachable!() };
     assert_eq!((state.effective_priority, state.primary, state.load), (90, Some(1), vec![3, 4]));
 
@@ -117,7 +150,8 @@ impl Relay {
     fn start(listen: u16, to: u16) -> Relay {
         let sock = UdpSocket::bind(addr(listen)).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-        let (on, last, stop): (_, Arc<std::sync::Mutex<Vec<u8>>>, _) = (Arc::new(AtomicBool::new(true)), Arc::default(), Arc::new(AtomicBool::new(false)));
+        let (on, last, stop): (_, Arc<std::sync::Mutex<Vec<u8>>>, _) =
+            (Arc::new(AtomicBool::new(true)), Arc::default(), Arc::new(AtomicBool::new(false)));
         let (on2, last2, stop2) = (Arc::clone(&on), Arc::clone(&last), Arc::clone(&stop));
         let thread = thread::spawn(move || {
             let mut buf = [0u8; 2048];
@@ -223,7 +257,13 @@ fn openpty() -> (OwnedFd, PathBuf) {
 }
 
 /// Copies bytes between two pty masters (a null-modem cable), with line noise added while `noisy`.
-fn cable(m1: OwnedFd, m2: OwnedFd, on: Arc<AtomicBool>, noisy: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+fn cable(
+    m1: OwnedFd,
+    m2: OwnedFd,
+    on: Arc<AtomicBool>,
+    noisy: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while !stop.load(Ordering::Relaxed) {
@@ -260,10 +300,12 @@ fn cable(m1: OwnedFd, m2: OwnedFd, on: Arc<AtomicBool>, noisy: Arc<AtomicBool>, 
 fn serial_line_over_a_pty_pair_with_noise_and_a_cut() {
     let (m1, s1) = openpty();
     let (m2, s2) = openpty();
-    let serial = |device: PathBuf| PathConfig { name: "serial".into(), spec: PathSpec::Serial { device, baud: 115200 } };
+    let serial =
+        |device: PathBuf| PathConfig { name: "serial".into(), spec: PathSpec::Serial { device, baud: 115200 } };
     let a = Engine::start(config(0, vec![1], 1, vec![serial(s1)])).unwrap();
     let _b = Engine::start(config(1, vec![0], 1, vec![serial(s2)])).unwrap();
-    let (on, noisy, stop) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
+    let (on, noisy, stop) =
+        (Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(true)), Arc::new(AtomicBool::new(false)));
     let t = cable(m1, m2, Arc::clone(&on), Arc::clone(&noisy), Arc::clone(&stop));
     let mut seen = Vec::new();
     wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerUp { node: 1, path: 0, .. }));
@@ -281,6 +323,81 @@ fn serial_line_over_a_pty_pair_with_noise_and_a_cut() {
     assert!(matches!(e, Event::PeerUp { node: 1, first: false, .. }));
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
+}
+
+#[test]
+fn every_drop_reason_is_counted_on_its_path() {
+    let pa = free_port();
+    let a = Engine::start(config(0, vec![1], 1, vec![unicast("lo", pa, free_port())])).unwrap();
+    let ring = Keyring::new(1, &SECRET).unwrap();
+    let body = HeartbeatRepr { cluster: 7, ..HeartbeatRepr::default() }.to_bytes();
+    let frame = |kind, key_id, sender, epoch, seq, payload: &[u8]| {
+        let mut ring = ring.clone();
+        ring.insert(99, &[1; 16]).unwrap();
+        let mut f = FrameRepr { kind, key_id, sender, epoch, seq, payload }.to_bytes(&ring).unwrap();
+        if key_id == 99 {
+            f[4..6].copy_from_slice(&98u16.to_be_bytes()); // a key id nobody has
+        }
+        f
+    };
+    let hb = |sender, epoch, seq| frame(Kind::Heartbeat, 1, sender, epoch, seq, &body);
+    let mut bad_version = hb(1, 5, 2);
+    bad_version[2] = 2;
+    let mut forged = hb(1, 5, 4);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let cases: Vec<(Vec<u8>, DropReason)> = vec![
+        (vec![0x55; 10], DropReason::Frame(FrameError::Truncated)),
+        (vec![0x42; 64], DropReason::Frame(FrameError::BadMagic)),
+        (bad_version, DropReason::Frame(FrameError::BadVersion)),
+        (frame(Kind::Heartbeat, 99, 1, 5, 9, &body), DropReason::Frame(FrameError::UnknownKey)),
+        (forged, DropReason::Frame(FrameError::BadTag)),
+        (hb(1, 5, 0), DropReason::Frame(FrameError::ZeroSeq)),
+        (hb(1, 5, 3000), DropReason::Frame(FrameError::Replayed)), // sent twice: the second is counted
+        (hb(1, 5, 1), DropReason::Frame(FrameError::TooOld)),
+        (hb(1, 4, 1), DropReason::Frame(FrameError::StaleEpoch)),
+        (frame(Kind::Heartbeat, 1, 1, 5, 3001, &[2; 20]), DropReason::Body(HeartbeatError::BadVersion)),
+        (frame(Kind::Data, 1, 1, 5, 3002, &body), DropReason::NotHeartbeat),
+        (hb(9, 1, 1), DropReason::UnknownNode),
+        (hb(0, 1, 1), DropReason::Own),
+        (vec![0x55; 3000], DropReason::Oversize),
+    ];
+    let tx = UdpSocket::bind(addr(0)).unwrap();
+    tx.send_to(&hb(1, 5, 3000), addr(pa)).unwrap(); // the original of the replay
+    for (bytes, _) in &cases {
+        tx.send_to(bytes, addr(pa)).unwrap();
+        thread::sleep(Duration::from_millis(1)); // in order: the window moves as sent
+    }
+    thread::sleep(Duration::from_millis(100));
+    let s = &a.stats().paths[0];
+    for (_, reason) in &cases {
+        assert_eq!(s.dropped(*reason), 1, "{}: {s:?}", reason.reason());
+    }
+    assert_eq!(s.drops().map(|(_, n)| n).sum::<u64>(), cases.len() as u64, "nothing else dropped");
+    assert_eq!(s.received, 1, "only the one genuine frame");
+    assert!(a.peers()[0].alive);
+}
+
+#[test]
+fn keys_rotate_without_a_flag_day() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = Engine::start(config(0, vec![1], 1, vec![unicast("lo", pa, pb)])).unwrap();
+    let b = Engine::start(config(1, vec![0], 1, vec![unicast("lo", pb, pa)])).unwrap();
+    let mut seen = Vec::new();
+    wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerUp { .. }));
+    // B moves to key 2 before A knows it: A drops B's frames as unknown_key, and B goes dead.
+    let mut ring = Keyring::new(1, &SECRET).unwrap();
+    ring.insert(2, &[0x77; 32]).unwrap();
+    ring.set_current(2).unwrap();
+    b.set_keyring(ring.clone());
+    wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerDead { node: 1, .. }));
+    assert!(a.stats().paths[0].dropped(DropReason::Frame(FrameError::UnknownKey)) > 0);
+    // A learns key 2 (still signing with 1, which B still accepts): B is heard again.
+    ring.set_current(1).unwrap();
+    a.set_keyring(ring);
+    let (e, _) = wait_for(&a, Duration::from_secs(2), &mut seen, |e| matches!(e, Event::PeerUp { .. }));
+    assert!(matches!(e, Event::PeerUp { node: 1, first: false, .. }));
+    wait_for(&b, Duration::from_secs(2), &mut Vec::new(), |e| matches!(e, Event::PeerUp { node: 0, .. }));
 }
 
 #[test]

@@ -10,6 +10,11 @@ __all__ = [
     "Conn",
     "IpvsClient",
     "IpvsError",
+    "Announcer",
+    "LinkMonitor",
+    "Netif",
+    "NetifError",
+    "decode_announcement",
     "ConnTable",
     "HeartbeatEngine",
     "Message",
@@ -32,6 +37,70 @@ class SyncError(ValueError):
 class IpvsError(OSError):
     """The kernel refused an IPVS operation (errno, message naming the operation
     and object, e.g. "add service tcp 10.0.0.1:80: exists"), or IPVS is unavailable."""
+
+class NetifError(OSError):
+    """An interface or address operation failed: (errno, message naming the
+    interface or operation), e.g. (19, 'no such interface: "eth9"')."""
+
+@final
+class Netif:
+    """rtnetlink connection of this network namespace.
+
+    Links are dicts: index, name, flags, up, running, operstate ("UP", "DOWN",
+    "LOWERLAYERDOWN", "UNKNOWN", ...), usable (up, running and operstate UP or
+    UNKNOWN), mac ("02:00:..", "" for none), mtu. Addresses are dicts: index,
+    address, prefix_len, flags (IFA_F_*), scope, label.
+    """
+
+    def __new__(cls) -> Netif: ...
+    def links(self) -> list[dict[str, Any]]: ...
+    def link(self, name: str) -> dict[str, Any]:
+        """One link by name; NetifError(ENODEV) naming it if there is none."""
+    def addresses(self, interface: str | None = None) -> list[dict[str, Any]]:
+        """Every address (IPv4 then IPv6), or those of one interface."""
+    def add_address(self, interface: str, address: str, prefix_len: int, label: str | None = None) -> bool:
+        """Ensure present: True if added, False if it already was (EEXIST). IPv6 without DAD."""
+    def del_address(self, interface: str, address: str, prefix_len: int) -> bool:
+        """Ensure absent: True if deleted, False if it was not there."""
+
+@final
+class LinkMonitor:
+    """Link and address changes (RTNLGRP_LINK, IPv4 and IPv6 address groups),
+    read without blocking; only messages sent by the kernel are accepted."""
+
+    def __new__(cls) -> LinkMonitor: ...
+    def fileno(self) -> int:
+        """The socket, for an event loop to watch."""
+    def read(self) -> list[dict[str, Any]]:
+        """Queued events: link dicts or address dicts with "type" ("link" or
+        "address") and "removed"; {"type": "overrun", "removed": False} when
+        events were lost and the state must be read again."""
+    def stats(self) -> dict[str, int]:
+        """datagrams, events, overruns, not_from_kernel, ignored, malformed_<reason>."""
+
+@final
+class Announcer:
+    """Gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6)
+    sent on one interface from its MAC, through an AF_PACKET socket."""
+
+    def __new__(cls, interface: str) -> Announcer: ...
+    @property
+    def interface(self) -> str: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def mac(self) -> str: ...
+    @property
+    def sent(self) -> int:
+        """Frames sent."""
+    def frame(self, address: str, reply: bool = False, router: bool = False) -> bytes:
+        """The Ethernet frame `announce` would send."""
+    def announce(self, address: str, reply: bool = False, router: bool = False) -> None:
+        """Send one announcement: ARP request (or reply) form for IPv4, NA with the
+        Router flag if `router` for IPv6."""
+
+def decode_announcement(frame: bytes) -> dict[str, Any]:
+    """Decode a gratuitous ARP or neighbour advertisement frame (ValueError if neither)."""
 
 @final
 class IpvsClient:
@@ -261,30 +330,36 @@ class SyncSender:
 class PrimaryRelay:
     """The primary's end of authenticated, reliable replication: the local kernel
     master's sync messages (multicast on `kernel_interface`) into the table and,
-    framed and signed, to each of `peers` (UDP `port`); their NACKs and resync
-    requests answered."""
+    framed and signed, to each of `peers` and to multicast `group` out of `device`
+    (UDP `port`); their NACKs and resync requests answered. Full copies carry
+    `syncid` until the kernel master's messages bring theirs, and are paced: at
+    most `window` frames ahead of what the backups acknowledged."""
 
     def __new__(
         cls, *, node: int, epoch: int, key: bytes, kernel_interface: str, bind: str, peers: Sequence[str],
-        key_id: int = 1, port: int = 8849, kernel_port: int = 8848
+        key_id: int = 1, port: int = 8849, kernel_port: int = 8848, syncid: int | None = None,
+        device: str | None = None, group: str | None = None, ttl: int = 1, window: int = 512
     ) -> PrimaryRelay: ...
     def filenos(self) -> tuple[int, int]:
         """(kernel master's messages, backups' frames): the sockets to watch."""
     def pump(self, table: ConnTable, now: float | None = None) -> int:
-        """Handle everything queued (GIL released); datagrams handled."""
+        """Handle everything queued and send the next slice of a copy (GIL released);
+        datagrams handled. Call when readable and every ~100 ms."""
     def resync(self, table: ConnTable) -> int:
-        """Send the whole table to every backup; frames sent."""
+        """Start a full copy to every backup (`pump` sends the rest); frames sent."""
     def stats(self) -> dict[str, int]: ...
 
 @final
 class BackupRelay:
     """A backup's end: frames from `primary` into the table, gaps asked for, and the
     sync messages passed on to the local kernel backup daemon (multicast on
-    `kernel_interface`, if given)."""
+    `kernel_interface`, if given). Bound to `bind` (and `device`); with `group`,
+    to the wildcard address on `device`, joined to the group there."""
 
     def __new__(
         cls, *, node: int, epoch: int, key: bytes, bind: str, primary: str, key_id: int = 1, port: int = 8849,
-        kernel_interface: str | None = None, kernel_port: int = 8848
+        kernel_interface: str | None = None, kernel_port: int = 8848, device: str | None = None,
+        group: str | None = None
     ) -> BackupRelay: ...
     def fileno(self) -> int: ...
     def pump(self, table: ConnTable, now: float | None = None) -> int:
@@ -317,6 +392,8 @@ class HeartbeatEngine:
         """UDP broadcast to 255.255.255.255:`port` out of `interface`."""
     def add_serial_path(self, name: str, device: str | PathLike[str], baud: int = 115200) -> None:
         """A serial line (tty `device`, raw mode, COBS framing)."""
+    def set_keys(self, keys: Sequence[tuple[int, bytes]], current_key: int | None = None) -> None:
+        """Replace the keys (rotation), at once if running."""
     def start(self) -> None:
         """Open the paths (in the calling thread's network namespace) and start the engine thread."""
     def stop(self) -> None:

@@ -33,6 +33,19 @@ fn state_dict<'py>(py: Python<'py>, s: &HeartbeatRepr) -> PyResult<Bound<'py, Py
     Ok(d)
 }
 
+/// Keys as (id, secret) pairs; the current one is `current`, else the first.
+fn keyring(keys: &[(u16, Vec<u8>)], current: Option<u16>) -> PyResult<Keyring> {
+    let ((first_id, first_key), rest) = keys.split_first().ok_or_else(|| PyValueError::new_err("no heartbeat key"))?;
+    let mut keyring = Keyring::new(*first_id, first_key).map_err(value_error)?;
+    for (id, key) in rest {
+        keyring.insert(*id, key).map_err(value_error)?;
+    }
+    if let Some(id) = current {
+        keyring.set_current(id).map_err(value_error)?;
+    }
+    Ok(keyring)
+}
+
 /// The heartbeat engine: paths added, then started; events as dicts.
 #[pyclass(module = "understudy._core")]
 pub struct HeartbeatEngine {
@@ -119,14 +132,7 @@ impl HeartbeatEngine {
         initdead_ms: u32,
         rt_priority: Option<i32>,
     ) -> PyResult<Self> {
-        let ((first_id, first_key), rest) = keys.split_first().ok_or_else(|| PyValueError::new_err("no heartbeat key"))?;
-        let mut keyring = Keyring::new(*first_id, first_key).map_err(value_error)?;
-        for (id, key) in rest {
-            keyring.insert(*id, key).map_err(value_error)?;
-        }
-        if let Some(id) = current_key {
-            keyring.set_current(id).map_err(value_error)?;
-        }
+        let keyring = keyring(&keys, current_key)?;
         Ok(HeartbeatEngine {
             config: Config {
                 cluster,
@@ -145,7 +151,14 @@ impl HeartbeatEngine {
 
     /// UDP to each of `peers` ((address, port) pairs) from `bind`:`port`.
     #[pyo3(signature = (name, bind, port, peers, device=None))]
-    fn add_unicast_path(&mut self, name: &str, bind: &str, port: u16, peers: Vec<(String, u16)>, device: Option<String>) -> PyResult<()> {
+    fn add_unicast_path(
+        &mut self,
+        name: &str,
+        bind: &str,
+        port: u16,
+        peers: Vec<(String, u16)>,
+        device: Option<String>,
+    ) -> PyResult<()> {
         let bind = SocketAddr::new(parse_addr(bind)?, port);
         let peers = peers.iter().map(|(a, p)| Ok(SocketAddr::new(parse_addr(a)?, *p))).collect::<PyResult<_>>()?;
         self.add_path(name, PathSpec::Unicast { bind, device, peers })
@@ -167,6 +180,17 @@ impl HeartbeatEngine {
     #[pyo3(signature = (name, device, baud=115200))]
     fn add_serial_path(&mut self, name: &str, device: PathBuf, baud: u32) -> PyResult<()> {
         self.add_path(name, PathSpec::Serial { device, baud })
+    }
+
+    /// Replace the keys (rotation), at once if running.
+    #[pyo3(signature = (keys, current_key=None))]
+    fn set_keys(&mut self, keys: Vec<(u16, Vec<u8>)>, current_key: Option<u16>) -> PyResult<()> {
+        let keyring = keyring(&keys, current_key)?;
+        if let Some(e) = &self.engine {
+            e.set_keyring(keyring.clone());
+        }
+        self.config.keyring = keyring;
+        Ok(())
     }
 
     /// Open the paths (in the calling thread's network namespace) and start the engine thread.

@@ -35,5 +35,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(accepted, u64::from(mode & 1 == 1), "only sealed frames verify");
     // The same bytes as a backup's control frame at the primary.
     primary.handle(&frame, &table).expect("emitting replies");
+    // A copy of what landed, paced on: slices never fail.
+    primary.resync(&table).expect("emitting a copy");
+    let _ = primary.poll(&table, 5_000).expect("emitting a slice");
     let _ = backup.tick(2_000).expect("emitting replies");
 });

@@ -131,7 +131,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_resync_after_garbage() {
-        let frames: Vec<Vec<u8>> = vec![vec![], vec![0; 5], (0..=255).collect(), (0..700).map(|i| (i % 7) as u8).collect()];
+        let frames: Vec<Vec<u8>> =
+            vec![vec![], vec![0; 5], (0..=255).collect(), (0..700).map(|i| (i % 7) as u8).collect()];
         let mut stream = vec![0x55, 0x01, 0x02, 0x02]; // noise before the first delimiter
         for f in &frames {
             encode_into(f, &mut stream);
@@ -157,7 +158,11 @@ mod tests {
         let mut d = Deframer::new();
         let mut n = (0, 0);
         d.feed(&vec![7u8; MAX_ENCODED + 10], |_| n.0 += 1);
-        d.feed(&[0], |b| if b == Block::Garbage { n.1 += 1 });
+        d.feed(&[0], |b| {
+            if b == Block::Garbage {
+                n.1 += 1
+            }
+        });
         assert_eq!(n, (0, 1));
     }
 }

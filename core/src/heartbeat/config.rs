@@ -136,7 +136,9 @@ impl fmt::Display for ConfigError {
         match self {
             ConfigError::BadNode(n) => write!(f, "node id {n} outside 0-{}", MAX_NODES - 1),
             ConfigError::BadPeers => f.write_str("peers must be distinct and not include this node"),
-            ConfigError::BadTimers => f.write_str("timers need 0 < keepalive < warn <= dead <= initdead, keepalive <= 65535"),
+            ConfigError::BadTimers => {
+                f.write_str("timers need 0 < keepalive < warn <= dead <= initdead, keepalive <= 65535")
+            }
             ConfigError::BadPaths => write!(f, "need 1 to {MAX_PATHS} paths"),
             ConfigError::BadRtPriority(p) => write!(f, "real-time priority {p} outside 1-99"),
         }

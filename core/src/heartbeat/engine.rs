@@ -10,6 +10,7 @@ use super::config::{Advert, Config, ConfigError};
 use super::path::{Link, MAX_DATAGRAM};
 use super::stats::{DropReason, PathStats, Stats};
 use super::sys::{self, Epoll, EventFd, TimerFd};
+use crate::auth::Keyring;
 use crate::wire::frame::{Kind, Signer, Verifier};
 use crate::wire::heartbeat::{HeartbeatRepr, MAX_NODES};
 
@@ -116,6 +117,8 @@ struct Peer {
 #[derive(Debug, Default)]
 struct State {
     advert: Advert,
+    /// Keys to switch to at the next wake-up.
+    keyring: Option<Keyring>,
     events: VecDeque<Event>,
     peers: Vec<Peer>,
     stats: Stats,
@@ -198,6 +201,7 @@ impl Engine {
         let start_ns = sys::monotonic_ns();
         let state = State {
             advert: config.advert.clone(),
+            keyring: None,
             events: VecDeque::new(),
             peers: config
                 .peers
@@ -228,7 +232,8 @@ impl Engine {
             start_ns,
         });
         let interval_ns = u64::from(config.timers.keepalive_ms) * 1_000_000;
-        let timer = TimerFd::periodic(start_ns + interval_ns, Duration::from_nanos(interval_ns)).map_err(StartError::Os)?;
+        let timer =
+            TimerFd::periodic(start_ns + interval_ns, Duration::from_nanos(interval_ns)).map_err(StartError::Os)?;
         let epoll = Epoll::new().map_err(StartError::Os)?;
         epoll.add(timer.as_raw_fd(), TOKEN_TIMER).map_err(StartError::Os)?;
         epoll.add(shared.wake.as_raw_fd(), TOKEN_WAKE).map_err(StartError::Os)?;
@@ -279,6 +284,13 @@ impl Engine {
             self.shared.send_now.store(true, Ordering::Release);
             self.shared.wake.notify();
         }
+    }
+
+    /// Sign and verify with `keyring` from the next wake-up on (key rotation:
+    /// add the new key everywhere, then make it current everywhere, then drop the old one).
+    pub fn set_keyring(&self, keyring: Keyring) {
+        self.shared.lock().keyring = Some(keyring);
+        self.shared.wake.notify();
     }
 
     /// What is advertised now (membership and interval are filled in when sending).
@@ -373,28 +385,23 @@ impl Runner {
             let shared = Arc::clone(&self.shared);
             let mut st = shared.lock();
             let before = st.events.len();
+            if let Some(k) = st.keyring.take() {
+                *self.verifier.keyring_mut() = k;
+            }
             let mut send = false;
+            let mut tick = false;
             for ev in &events[..n] {
                 match ev.u64 {
-                    TOKEN_TIMER => {
-                        let expired = self.timer.expirations();
-                        if expired == 0 {
-                            continue;
-                        }
-                        st.stats.lateness.record(now.saturating_sub(self.next_tick_ns) / 1000);
-                        st.stats.lateness.overruns += u64::from(expired > 1);
-                        self.next_tick_ns += expired * self.interval_ns;
-                        self.check_silence(&mut st, now);
-                        self.rearm();
-                        send = true;
-                    }
+                    TOKEN_TIMER => tick = true,
                     TOKEN_WAKE => {
                         self.shared.wake.clear();
                         send |= self.shared.send_now.swap(false, Ordering::AcqRel);
                     }
                     i => {
                         let i = i as usize;
-                        if ev.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 && matches!(self.links[i], Link::Serial { .. }) {
+                        if ev.events & (libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0
+                            && matches!(self.links[i], Link::Serial { .. })
+                        {
                             // A hung-up tty stays readable: stop watching it until the next tick.
                             let _ = self.epoll.delete(self.links[i].rx_fd());
                             self.armed[i] = false;
@@ -405,11 +412,20 @@ impl Runner {
                     }
                 }
             }
+            // After the paths were read: a heartbeat waiting in a socket is not silence.
+            let expired = if tick { self.timer.expirations() } else { 0 };
+            if expired > 0 {
+                st.stats.lateness.record(now.saturating_sub(self.next_tick_ns) / 1000);
+                st.stats.lateness.overruns += u64::from(expired > 1);
+                self.next_tick_ns += expired * self.interval_ns;
+                self.check_silence(&mut st, now);
+                self.rearm();
+                st.stats.cpu_us = sys::thread_cpu_ns() / 1000;
+                send = true;
+            }
             if send {
                 self.send_locked(&mut st, &mut frame);
             }
-            let cpu = sys::thread_cpu_ns();
-            st.stats.cpu_us = cpu / 1000;
             let notify = st.events.len() != before;
             drop(st);
             if notify {
@@ -480,7 +496,9 @@ impl Runner {
                         out.push(Event::Warn { node: p.node, silent_ms: silent });
                     }
                 }
-                None if !p.declared_dead && ms(now.saturating_sub(self.shared.start_ns)) >= u64::from(t.initdead_ms) => {
+                None if !p.declared_dead
+                    && ms(now.saturating_sub(self.shared.start_ns)) >= u64::from(t.initdead_ms) =>
+                {
                     p.declared_dead = true;
                     out.push(Event::PeerDead { node: p.node, silent_ms: None });
                 }

@@ -177,3 +177,41 @@ pub struct Stats {
     /// Events dropped because nobody drained the queue.
     pub events_lost: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_quantiles_to_bucket_precision() {
+        let mut l = Lateness::default();
+        assert_eq!(l.quantile_us(0.99), 0);
+        for us in 0..100 {
+            l.record(us * 10); // 0, 10, ..., 990 µs
+        }
+        l.record(50_000); // beyond the histogram
+        assert_eq!((l.count, l.max_us), (101, 50_000));
+        assert_eq!(l.quantile_us(0.5), 510);
+        assert_eq!(l.quantile_us(0.99), 1000);
+        assert_eq!(l.quantile_us(1.0), 50_000);
+        l.reset();
+        assert_eq!(l.count, 0);
+    }
+
+    #[test]
+    fn every_drop_reason_has_its_own_counter_and_name() {
+        let mut p = PathStats::new("x".into());
+        let all: Vec<DropReason> = DropReason::all().collect();
+        assert_eq!(all.len(), DROP_REASONS);
+        for (i, r) in all.iter().enumerate() {
+            for _ in 0..=i {
+                p.drop(*r);
+            }
+        }
+        for (i, (r, n)) in p.drops().enumerate() {
+            assert_eq!(n, i as u64 + 1, "{}", r.reason());
+        }
+        let names: std::collections::HashSet<_> = all.iter().map(|r| r.reason()).collect();
+        assert_eq!(names.len(), DROP_REASONS);
+    }
+}

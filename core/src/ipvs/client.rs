@@ -6,7 +6,7 @@ use std::io;
 
 use super::attr::{Attr, Attrs, Writer};
 use super::model::{Daemon, DaemonState, Dest, Info, Service, ServiceKey, Timeouts};
-use super::socket::Socket;
+use crate::netlink::Socket;
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -244,7 +244,7 @@ pub struct Client {
 impl Client {
     /// Open a socket and resolve the "IPVS" family.
     pub fn open() -> Result<Client, Error> {
-        let mut client = Client { sock: Socket::open()?, family: 0, seq: 0, rx: Vec::new() };
+        let mut client = Client { sock: Socket::open(libc::NETLINK_GENERIC, 0)?, family: 0, seq: 0, rx: Vec::new() };
         let request = client.message(GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, CTRL_CMD_GETFAMILY, |w| {
             w.str(CTRL_ATTR_FAMILY_NAME, "IPVS")
         });

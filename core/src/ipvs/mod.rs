@@ -2,10 +2,10 @@
 //! (`net/netfilter/ipvs/ip_vs_ctl.c`): services, destinations, sync daemons,
 //! timeouts, in batches with every acknowledgement checked.
 
-mod attr;
 mod client;
 mod model;
-mod socket;
+
+use crate::netlink::attr;
 
 pub use client::{encode_request, parse_dest_reply, parse_service_reply, Client, Error, Op};
 pub use model::{

@@ -1,7 +1,7 @@
 use std::collections::BTreeSet;
 
 use super::payload::{nack_to_bytes, Status, MAX_NACK_RANGES};
-use super::{Destination, Outgoing};
+use super::{Destination, Outgoing, ACK_EVERY};
 use crate::auth::{Keyring, WINDOW_SIZE};
 use crate::table::ConnTable;
 use crate::wire::frame::{EmitError, Kind, Signer, Verifier};
@@ -42,6 +42,8 @@ pub struct Backup {
     resync: Resync,
     /// Sequence number of the last RESYNC_END seen.
     copy_end: Option<u64>,
+    /// Frames from the primary since the last STATUS.
+    unacked: u32,
     stats: BackupStats,
     /// Keep the sync messages of accepted DATA frames, for a local kernel backup.
     forward: bool,
@@ -58,6 +60,7 @@ impl Backup {
             missing: BTreeSet::new(),
             resync: Resync::Requested(0),
             copy_end: None,
+            unacked: 0,
             stats: BackupStats::default(),
             forward: false,
             forwarded: Vec::new(),
@@ -93,7 +96,8 @@ impl Backup {
     }
 
     pub fn status(&self) -> Status {
-        Status { highest: self.highest, caught_up: self.caught_up(), missing: self.missing.len() as u32 }
+        let acked = self.missing.first().map_or(self.highest, |&first| first - 1);
+        Status { highest: self.highest, caught_up: self.caught_up(), missing: self.missing.len() as u32, acked }
     }
 
     fn frame(&mut self, to: Destination, kind: Kind, payload: &[u8]) -> Result<Outgoing, EmitError> {
@@ -147,7 +151,9 @@ impl Backup {
             let too_old = self.missing.first().is_some_and(|&oldest| oldest < floor);
             if too_old || self.missing.len() > MAX_MISSING {
                 self.missing.clear();
-                if !self.resync_pending(now_ms) {
+                // A copy under way lost those frames too: only a new one completes.
+                if !matches!(self.resync, Resync::Requested(at) if at != 0 && now_ms.saturating_sub(at) < RESYNC_RETRY_MS)
+                {
                     out.push(self.request_resync(now_ms)?);
                 }
             }
@@ -176,9 +182,14 @@ impl Backup {
                 self.copy_end = None;
                 self.stats.resyncs_completed += 1;
                 if self.caught_up() {
-                    out.push(self.frame(Destination::Reply, Kind::Status, &self.status().to_bytes())?);
+                    self.unacked = ACK_EVERY;
                 }
             }
+        }
+        self.unacked += 1;
+        if self.unacked >= ACK_EVERY {
+            self.unacked = 0;
+            out.push(self.frame(Destination::Reply, Kind::Status, &self.status().to_bytes())?);
         }
         Ok(out)
     }
@@ -209,6 +220,7 @@ impl Backup {
             out.push(self.nack(&ranges)?);
         }
         if self.primary.is_some() {
+            self.unacked = 0;
             out.push(self.frame(Destination::Group, Kind::Status, &self.status().to_bytes())?);
         }
         Ok(out)

@@ -15,6 +15,8 @@
 //!   the primary no longer has times out there). A backup is *caught up* once
 //!   a copy completed and nothing is missing; the failover policy can refuse
 //!   to promote it before.
+//! * A full copy is paced ([`Pacing`]): sent in slices from a cursor over the
+//!   live table, at most a window ahead of what the backups acknowledged.
 //! * A NACK the primary can no longer serve (the frame left its history)
 //!   is answered with a resync.
 
@@ -25,8 +27,12 @@ mod relay;
 
 pub use backup::{Backup, BackupStats};
 pub use payload::{nack_to_bytes, parse_nack, Status, MAX_NACK_RANGES};
-pub use primary::{Primary, PrimaryStats, DEFAULT_HISTORY_BYTES};
+pub use primary::{Pacing, Primary, PrimaryStats, DEFAULT_HISTORY_BYTES};
 pub use relay::{BackupRelay, PrimaryRelay};
+
+/// A backup acknowledges (sends STATUS) after this many frames from its
+/// primary, besides every tick: it clocks a paced copy, as TCP's ACKs do.
+pub const ACK_EVERY: u32 = 64;
 
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,12 +14,15 @@ fn emit_error(e: crate::wire::frame::EmitError) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Send frames: `Group` to every peer, `Reply` to `reply_to`.
+/// Send frames: `Group` to every peer, `Reply` to `reply_to`. A frame the full
+/// send buffer refuses is counted in `unsent` and left to loss repair (it is in
+/// the primary's history), rather than failing the whole pump.
 fn send(
     socket: &SyncSocket,
     peers: &[SocketAddr],
     reply_to: Option<SocketAddr>,
     out: &[Outgoing],
+    unsent: &mut u64,
 ) -> io::Result<usize> {
     let mut sent = 0;
     for o in out {
@@ -28,8 +31,11 @@ fn send(
             _ => peers,
         };
         for &dest in dests {
-            socket.send_to(&o.bytes, dest)?;
-            sent += 1;
+            match socket.send_to(&o.bytes, dest) {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => *unsent += 1,
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(sent)
@@ -65,6 +71,8 @@ pub struct PrimaryRelay {
     peer_socket: SyncSocket,
     peers: Vec<SocketAddr>,
     batch: RecvBatch,
+    /// Frames the full send buffer refused (left to loss repair).
+    pub unsent: u64,
 }
 
 impl PrimaryRelay {
@@ -78,7 +86,7 @@ impl PrimaryRelay {
     ) -> io::Result<Self> {
         kernel.set_nonblocking(true)?;
         peer_socket.set_nonblocking(true)?;
-        Ok(PrimaryRelay { primary, kernel, peer_socket, peers, batch: RecvBatch::default() })
+        Ok(PrimaryRelay { primary, kernel, peer_socket, peers, batch: RecvBatch::default(), unsent: 0 })
     }
 
     pub fn kernel_socket(&self) -> &SyncSocket {
@@ -90,27 +98,35 @@ impl PrimaryRelay {
     }
 
     /// Move everything queued: kernel messages to the table and the backups,
-    /// backups' NACKs, status and resync requests answered. Returns datagrams handled.
-    pub fn pump(&mut self, table: &mut ConnTable, now: u64) -> io::Result<u64> {
-        let Self { primary, kernel, peer_socket, peers, batch } = self;
+    /// backups' NACKs, status and resync requests answered, and the next slice
+    /// of a copy under way sent. Call when a socket is readable and on a timer
+    /// (a copy whose acknowledgements stopped moves on by time). `now_ms`: the
+    /// table's clock in milliseconds. Returns datagrams handled.
+    pub fn pump(&mut self, table: &mut ConnTable, now_ms: u64) -> io::Result<u64> {
+        let Self { primary, kernel, peer_socket, peers, batch, unsent } = self;
+        let now = now_ms / 1000;
         let mut frames = Vec::new();
         let from_kernel = drain(kernel, batch, |bytes, _| {
             table.apply_datagram(bytes, now);
             frames.push(Outgoing { to: Destination::Group, bytes: primary.publish(bytes).map_err(emit_error)? });
             Ok(())
         })?;
-        send(peer_socket, peers, None, &frames)?;
+        frames.extend(primary.poll(table, now_ms).map_err(emit_error)?);
+        send(peer_socket, peers, None, &frames, unsent)?;
         let from_peers = drain(peer_socket, batch, |bytes, source| {
             let out = primary.handle(bytes, table).map_err(emit_error)?;
-            send(peer_socket, peers, Some(source), &out).map(|_| ())
+            send(peer_socket, peers, Some(source), &out, unsent).map(|_| ())
         })?;
+        let slice = primary.poll(table, now_ms).map_err(emit_error)?;
+        send(peer_socket, peers, None, &slice, unsent)?;
         Ok(from_kernel + from_peers)
     }
 
-    /// The whole table to every backup (a primary that starts with a table opens with this).
+    /// Start a full copy to every backup (a primary that starts with a table
+    /// opens with this); [`PrimaryRelay::pump`] sends the rest. Returns frames sent.
     pub fn resync(&mut self, table: &ConnTable) -> io::Result<usize> {
         let out = self.primary.resync(table).map_err(emit_error)?;
-        send(&self.peer_socket, &self.peers, None, &out)
+        send(&self.peer_socket, &self.peers, None, &out, &mut self.unsent)
     }
 }
 
@@ -122,6 +138,8 @@ pub struct BackupRelay {
     primary_addr: SocketAddr,
     kernel: Option<SyncSocket>,
     batch: RecvBatch,
+    /// Frames the full send buffer refused (left to loss repair).
+    pub unsent: u64,
 }
 
 impl BackupRelay {
@@ -135,7 +153,7 @@ impl BackupRelay {
     ) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         backup.set_forward(kernel.is_some());
-        Ok(BackupRelay { backup, socket, primary_addr, kernel, batch: RecvBatch::default() })
+        Ok(BackupRelay { backup, socket, primary_addr, kernel, batch: RecvBatch::default(), unsent: 0 })
     }
 
     pub fn socket(&self) -> &SyncSocket {
@@ -144,7 +162,7 @@ impl BackupRelay {
 
     /// Apply everything queued, answer gaps, pass the sync messages on to the kernel.
     pub fn pump(&mut self, table: &mut ConnTable, now_ms: u64) -> io::Result<u64> {
-        let Self { backup, socket, primary_addr, kernel, batch } = self;
+        let Self { backup, socket, primary_addr, kernel, batch, unsent } = self;
         let mut replies = Vec::new();
         let n = drain(socket, batch, |bytes, _| {
             replies.extend(backup.handle(bytes, table, now_ms).map_err(emit_error)?);
@@ -155,13 +173,13 @@ impl BackupRelay {
             let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
             kernel.send_batch(&slices, None).map_err(io::Error::from)?;
         }
-        send(socket, core::slice::from_ref(primary_addr), None, &replies)?;
+        send(socket, core::slice::from_ref(primary_addr), None, &replies, unsent)?;
         Ok(n)
     }
 
     /// Periodic status, re-NACKs and resync retries.
     pub fn tick(&mut self, now_ms: u64) -> io::Result<usize> {
         let out = self.backup.tick(now_ms).map_err(emit_error)?;
-        send(&self.socket, core::slice::from_ref(&self.primary_addr), None, &out)
+        send(&self.socket, core::slice::from_ref(&self.primary_addr), None, &out, &mut self.unsent)
     }
 }

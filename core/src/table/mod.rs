@@ -88,6 +88,16 @@ struct State {
     stats: Stats,
 }
 
+/// Where a copy of the table sent in slices has got to: the next slot to
+/// encode, IPv4 slots first. Slots are stable, so a connection added behind the
+/// cursor is one the copy need not carry (its sync message went out live), and
+/// one ahead of it is copied as it is when the cursor gets there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    v6: bool,
+    next: u32,
+}
+
 /// One connection as the table holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -241,6 +251,36 @@ impl ConnTable {
             }
         }
         builder.finish()
+    }
+
+    /// At most `messages` sync messages of the table from `cursor` on; returns
+    /// them and where the next slice starts, or `None` once the table is done.
+    /// Like [`ConnTable::encode`], v0 leaves IPv6 connections out.
+    pub fn encode_slice(
+        &self,
+        cursor: Cursor,
+        version: Version,
+        syncid: u8,
+        max_len: usize,
+        messages: usize,
+    ) -> (Vec<Vec<u8>>, Option<Cursor>) {
+        let v4 = (!cursor.v6).then(|| self.state.v4.ids_from(cursor.next)).into_iter().flatten();
+        let v6_first = if cursor.v6 { cursor.next } else { 0 };
+        let ids = v4.map(|i| (false, i)).chain(self.state.v6.ids_from(v6_first).map(|i| (true, i)));
+        let mut builder = MessageBuilder::new(version, syncid, max_len);
+        for (v6, id) in ids {
+            let record = self.state.record(if v6 { id | V6_BIT } else { id });
+            match builder.push(&record.conn) {
+                Ok(()) | Err(EncodeError::Ipv6InV0) => {}
+                Err(_) => debug_assert!(false, "table entries are always encodable"),
+            }
+            if builder.finished() >= messages.max(1) {
+                // This entry opened a message past the slice: it starts the next one.
+                let out = builder.datagrams().take(messages.max(1)).map(<[u8]>::to_vec).collect();
+                return (out, Some(Cursor { v6, next: id }));
+            }
+        }
+        (builder.finish(), None)
     }
 
     pub fn clear(&mut self) {

@@ -232,7 +232,12 @@ impl<A: Addr> Store<A> {
 
     /// Ids of the live slots, in id order.
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.allocated()).filter(|&i| self.get(i).extra & EXTRA_FREE == 0)
+        self.ids_from(0)
+    }
+
+    /// Ids of the live slots from `first` on, in id order.
+    pub fn ids_from(&self, first: u32) -> impl Iterator<Item = u32> + '_ {
+        (first..self.allocated()).filter(|&i| self.get(i).extra & EXTRA_FREE == 0)
     }
 
     /// Bytes allocated for slots, free list and index.

@@ -319,6 +319,53 @@ impl SyncSocket {
         Ok(sock)
     }
 
+    /// Also receive what is sent to `group` on `ifname` (a relay backup whose
+    /// primary multicasts: the socket is bound to the wildcard address and port).
+    pub fn join_multicast(&self, group: IpAddr, ifname: &str) -> io::Result<()> {
+        if !group.is_multicast() {
+            return Err(invalid("not a multicast group"));
+        }
+        let ifindex = interface_index(ifname)?;
+        match group {
+            IpAddr::V4(g) => {
+                let mreq = libc::ip_mreqn {
+                    imr_multiaddr: libc::in_addr { s_addr: u32::from_ne_bytes(g.octets()) },
+                    imr_address: libc::in_addr { s_addr: libc::INADDR_ANY },
+                    imr_ifindex: ifindex as libc::c_int,
+                };
+                self.setopt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)
+            }
+            IpAddr::V6(g) => {
+                let mreq = libc::ipv6_mreq {
+                    ipv6mr_multiaddr: libc::in6_addr { s6_addr: g.octets() },
+                    ipv6mr_interface: ifindex as libc::c_uint,
+                };
+                self.setopt(libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &mreq)
+            }
+        }
+    }
+
+    /// Send multicast out of `ifname` with `options.ttl` and `options.loopback`, from
+    /// this (unconnected) socket: a relay primary keeps receiving its backups' replies on it.
+    pub fn set_multicast_out(&self, ipv6: bool, ifname: &str, options: &MulticastOptions) -> io::Result<()> {
+        let ifindex = interface_index(ifname)?;
+        let (looped, ttl) = (libc::c_int::from(options.loopback), libc::c_int::from(options.ttl));
+        if ipv6 {
+            self.setopt(libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, &(ifindex as libc::c_int))?;
+            self.setopt(libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, &looped)?;
+            self.setopt(libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &ttl)
+        } else {
+            let mreq = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr { s_addr: libc::INADDR_ANY },
+                imr_address: libc::in_addr { s_addr: libc::INADDR_ANY },
+                imr_ifindex: ifindex as libc::c_int,
+            };
+            self.setopt(libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq)?;
+            self.setopt(libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &looped)?;
+            self.setopt(libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, &ttl)
+        }
+    }
+
     /// A unicast socket bound to `bind` (port 0: any), and to `device` if given.
     pub fn unicast(bind: SocketAddr, device: Option<&str>) -> io::Result<SyncSocket> {
         let sock = SyncSocket::for_addr(&bind.ip())?;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -44,8 +45,16 @@ class AdminServer:
         if self._server is not None:
             return
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        if self.path.exists():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(self.path))
+            except OSError:
+                self.path.unlink()  # left by a daemon that died
+            else:
+                raise OSError(errno.EADDRINUSE, f"another daemon answers on {self.path}")
+            finally:
+                probe.close()
         # Created 0600 under a 0700 directory: the kernel refuses connect() to others
         # before we ever see them; SO_PEERCRED below is the second lock.
         old = os.umask(0o177)

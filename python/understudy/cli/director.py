@@ -8,7 +8,6 @@ root-only admin socket (`--socket`, default /run/understudy/admin.sock).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -32,6 +31,8 @@ def register(subparsers: Subparsers) -> None:
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="the TOML config")
     run.add_argument("--node", type=int, metavar="ID", help="which cluster node this is (else `node =` in FILE)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--log-format", default="text", choices=("text", "json"),
+                     help="json: one object per line (time, level, logger, message) for log shippers")
     run.set_defaults(handler=_run)
 
     check = subparsers.add_parser("check-config", help="validate a config file and print what it means",
@@ -68,20 +69,47 @@ def register(subparsers: Subparsers) -> None:
     events.set_defaults(handler=_events)
 
 
+class JsonLines(logging.Formatter):
+    """One JSON object per record: structured logs for journald/Loki/ELK."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+               "message": record.getMessage()}
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config, args.node)
     except ConfigError as e:
         return fail(str(e))
+    return run_daemon(config)
+
+
+def run_daemon(config: Any) -> int:
+    """Run the daemon on uvloop until SIGTERM/SIGINT; a subsystem that cannot start is a clean error."""
+    import uvloop
+
     from understudy.director.daemon import serve
 
     try:
-        import uvloop
-
         uvloop.run(serve(config))
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        asyncio.run(serve(config))
+    except OSError as e:
+        print(f"understudy: error: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as e:  # a setting only a subsystem could check
+        print(f"understudy: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -138,6 +166,13 @@ def format_status(s: dict[str, Any]) -> str:
                      f"priority {f['effective']}/{f['priority']}, for {f['since']:.1f} s")
         for p in f["peers"]:
             lines.append(f"  peer {p['node']}: {p['role']} priority {p['effective']}")
+        hb = f.get("heartbeat", {})
+        paths = hb.get("peers_heard_per_path", {})
+        if paths:
+            npeers = len(f["peers"]) if f["peers"] else 0
+            rt = "SCHED_FIFO" if hb.get("rt_granted") else "normal priority"
+            lines.append("  heartbeat: " + ", ".join(f"{name} hears {n} peer(s)" for name, n in paths.items())
+                         + f"; {npeers} alive; thread at {rt}")
         vips = f.get("vips", {})
         held = vips.get("held") if isinstance(vips, dict) else None
         if held is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 
 from understudy.admin import DEFAULT_SOCKET, AdminError, request
@@ -25,6 +24,7 @@ def register(subparsers: Subparsers) -> None:
     run.add_argument("--config", "-c", required=True, metavar="FILE")
     run.add_argument("--node", type=int, metavar="ID", help="which node this is (else `node =` in FILE)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run.add_argument("--log-format", default="text", choices=("text", "json"))
     run.set_defaults(handler=_run)
 
     switch = commands.add_parser(
@@ -37,20 +37,18 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from understudy.cli.director import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
     try:
         config = load_config(args.config, args.node)
     except ConfigError as e:
         return fail(str(e))
     if config.cluster is None:
         return fail(f"{args.config}: no [cluster] section: nothing to fail over")
-    config = dataclasses.replace(config, services=(), sync=SyncConfig())
-    from understudy.director.daemon import serve
+    from understudy.cli.director import run_daemon
 
-    import uvloop
-
-    uvloop.run(serve(config))
-    return EXIT_OK
+    return run_daemon(dataclasses.replace(config, services=(), sync=SyncConfig()))
 
 
 def _switch(args: argparse.Namespace) -> int:

@@ -46,6 +46,17 @@ def register(commands: Subparsers) -> None:
     relay.add_argument("--kernel-interface", metavar="IF", help="where the local kernel daemon is (see docs/sync.md)")
     relay.add_argument("--seed-from-kernel", action="store_true",
                        help="primary: start with the connections the kernel already has (/proc/net/ip_vs_conn)")
+    relay.add_argument("--syncid", type=_in_range(0, 255), metavar="0-255",
+                       help="primary: syncid of full copies until the kernel master's messages bring theirs "
+                       "(use the kernel daemons' --syncid; needed with --seed-from-kernel)")
+    relay.add_argument("--device", metavar="IF", help="bind the relay socket to this interface (SO_BINDTODEVICE)")
+    relay.add_argument("--group", metavar="ADDR",
+                       help="multicast between directors: the primary sends to this group out of --device, "
+                       "backups join it there (IPv4 or IPv6)")
+    relay.add_argument("--ttl", type=_in_range(1, 255), default=1, metavar="1-255",
+                       help="primary: multicast TTL / hop limit (1: the sync link only)")
+    relay.add_argument("--window", type=_in_range(1, 1023), default=512, metavar="FRAMES",
+                       help="primary: frames of a full copy in flight before backups acknowledge (512)")
     _common(relay)
     relay.set_defaults(handler=_relay)
 
@@ -54,6 +65,17 @@ def register(commands: Subparsers) -> None:
     stats.add_argument("--stats-file", type=Path, help="default: the only file in /run/understudy")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(handler=_stats)
+
+
+def _in_range(lo: int, hi: int) -> Any:
+    """An argparse type: an integer from `lo` to `hi`."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not in {lo}..{hi}")
+        return value
+    parse.__name__ = "integer"
+    return parse
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -106,18 +128,21 @@ def _relay(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         return fail(str(e))
     stats_file = _stats_file(args, f"relay-{args.role}")
+    if args.group and not args.device:
+        return fail(f"sync relay {args.role}: --group needs --device (the interface of the sync link)")
     if args.role == "primary":
-        if not args.peer or not args.kernel_interface:
-            return fail("sync relay primary: needs --kernel-interface and at least one --peer")
+        if not (args.peer or args.group) or not args.kernel_interface:
+            return fail("sync relay primary: needs --kernel-interface and at least one --peer or a --group")
         role: Any = RelayPrimary(node=args.node, key=key, key_id=args.key_id, kernel_interface=args.kernel_interface,
                                  bind=args.bind, peers=args.peer, port=args.port, stats_file=stats_file,
-                                 state_file=args.state_file, seed=args.seed_from_kernel)
+                                 state_file=args.state_file, seed=args.seed_from_kernel, syncid=args.syncid,
+                                 device=args.device, group=args.group, ttl=args.ttl, window=args.window)
     else:
         if not args.primary:
             return fail("sync relay backup: needs --primary")
         role = RelayBackup(node=args.node, key=key, key_id=args.key_id, bind=args.bind, primary=args.primary,
                            kernel_interface=args.kernel_interface, port=args.port, stats_file=stats_file,
-                           state_file=args.state_file)
+                           state_file=args.state_file, device=args.device, group=args.group)
     return _main([role], args.duration)
 
 

@@ -141,6 +141,8 @@ class ClusterConfig:
     quorum: bool = True
     tiebreaker: IpAddress | None = None
     rt_priority: int | None = None
+    #: Where the node keeps its incarnation counter (it must grow across restarts).
+    state_dir: str = "/var/lib/understudy"
     vips: tuple[VipConfig, ...] = ()
     announce: AnnounceConfig = AnnounceConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -273,6 +275,7 @@ def read_cluster(root: Table, node: int | None, base: Path) -> ClusterConfig:
         quorum=c.boolean("quorum", True),
         tiebreaker=tiebreaker,
         rt_priority=c.integer("rt_priority", None, min=1, max=99),
+        state_dir=c.string("state_dir", "/var/lib/understudy"),
         vips=tuple(_read_vip(v) for v in root.tables("vip")),
         announce=_read_announce(root.table("announce")),
         tracking=_read_tracking(root.table("tracking")),
@@ -309,6 +312,8 @@ def _read_tracking(t: Table) -> TrackingConfig:
         fall=g.integer("fall", 3, min=1),
         rise=g.integer("rise", 2, min=1),
     )
+    if gateways.timeout > gateways.interval:
+        raise g.error("timeout", f"{gateways.timeout} s is longer than the interval ({gateways.interval} s)")
     g.done()
     scripts = []
     for s in t.tables("script"):
@@ -320,6 +325,8 @@ def _read_tracking(t: Table) -> TrackingConfig:
             fall=s.integer("fall", 1, min=1),
             rise=s.integer("rise", 1, min=1),
         ))
+        if scripts[-1].timeout > scripts[-1].interval:
+            raise s.error("timeout", f"{scripts[-1].timeout} s is longer than the interval ({scripts[-1].interval} s)")
         s.done()
     tracking = TrackingConfig(interfaces=t.strings("interfaces", ()), gateways=gateways, scripts=tuple(scripts))
     t.done()

@@ -87,7 +87,7 @@ def _read_service(t: Table) -> ServiceConfig:
     forward = t.string("forward", "masq")
     servers = []
     for st in t.tables("server"):
-        servers.append(_read_server(st, service, forward, check_table))
+        servers.append(_read_server(st, service, forward, check_table, t))
     endpoints = [s.name for s in servers]
     if len(set(endpoints)) != len(endpoints):
         raise t.error("server", f"a real server is listed twice in {name}")
@@ -108,7 +108,8 @@ def _read_service(t: Table) -> ServiceConfig:
     return config
 
 
-def _read_server(t: Table, service: Service, forward: str, default_check: dict[str, Any] | None) -> ServerConfig:
+def _read_server(t: Table, service: Service, forward: str, default_check: dict[str, Any] | None,
+                 parent: Table) -> ServerConfig:
     t.string("address")
     t.integer("weight", 1, min=0, max=2**31 - 1)
     t.string("forward", forward, choices=("masq", "route", "tunnel", "local", "bypass"))
@@ -123,8 +124,8 @@ def _read_server(t: Table, service: Service, forward: str, default_check: dict[s
         try:
             check = check_from_mapping(check_raw, address=destination.address, port=destination.port)
         except CheckConfigError as e:
-            where = "check" if "check" in t.data else None
-            raise t.error(where, f"check: {e}") from None
+            # Point at the table that wrote the check: the server's own, or the service's default.
+            raise (t if "check" in t.data else parent).error("check", str(e)) from None
     t.done()
     return ServerConfig(destination, check)
 

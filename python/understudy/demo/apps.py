@@ -20,7 +20,8 @@ SHORT_EVERY = 0.05
 #: A request on a long-lived connection may stall through a failover; it only
 #: counts as failed if the connection breaks or stays silent this long.
 LONG_TIMEOUT = 8.0
-SHORT_TIMEOUT = 1.0
+#: A client gives a new connection this long (a lost SYN is resent after 1 s).
+SHORT_TIMEOUT = 3.0
 
 
 async def serve(name: str, port: int) -> None:

@@ -45,6 +45,9 @@ class Vips:
     async def acquire(self) -> None:
         await self.manager.acquire()
 
+    async def announce(self) -> None:
+        await self.manager.announce()
+
     async def release(self) -> None:
         await self.manager.release()
 
@@ -62,9 +65,10 @@ class ClusterSubsystem:
         self.membership = Membership(config)
         self.sync = sync
         self.node = FailoverNode(config, self.membership, self.vips, events=events,
-                                 on_role=self._on_role)
+                                 on_role=self._on_role, tiebreaker_up=lambda: self.tracking.tiebreaker_up)
         self.links = InterfaceTracker(config.tracking.interfaces, on_change=self._links_changed)
-        self.tracking = Tracking(config.tracking, config.me.priority, monitor, self.node.set_health, self.links)
+        self.tracking = Tracking(config.tracking, config.me.priority, monitor, self.node.set_health, self.links,
+                                 str(config.tiebreaker) if config.tiebreaker is not None else None)
         self._caught_up: asyncio.Task[None] | None = None
 
     def _links_changed(self, _state: object) -> None:
@@ -104,8 +108,8 @@ class ClusterSubsystem:
         return self.node.status()
 
 
-def build_sync(config: DirectorConfig) -> SyncSwitch:
-    return SyncSwitch(config)
+def build_sync(config: DirectorConfig, ipvs: Any = None) -> SyncSwitch:
+    return SyncSwitch(config, ipvs=ipvs)
 
 
 def build_failover(config: ClusterConfig, events: EventBus, sync: SyncSwitch | None,

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import logging
+import os
 import signal
+from pathlib import Path
 from collections.abc import AsyncIterator
 from typing import Any
 
 from understudy.admin import AdminServer
 from understudy.config import ConfigError, DirectorConfig, load_config
 from understudy.director.metrics import Metrics
-from understudy.director.services import ServiceMonitor
+from understudy.director.services import IpvsThread, ServiceMonitor
 from understudy.director.supervisor import Supervisor
 from understudy.events import EventBus
 from understudy.health import Monitor, check_from_mapping
@@ -50,10 +54,8 @@ class Director:
         self.config = config
         self.events = EventBus()
         self.health = Monitor()
-        if ipvs is None and config.services:
-            from understudy.ipvs import Ipvs
-
-            ipvs = Ipvs()
+        if ipvs is None and (config.services or config.sync.mode != "off"):
+            ipvs = IpvsThread()
         self.services = ServiceMonitor(config.services, ipvs, self.health, events=self.events,
                                        drain_timeout=config.drain_timeout)
         self.sync: Any = None
@@ -61,7 +63,7 @@ class Director:
         if config.cluster is not None:
             from understudy.director.cluster import build_failover, build_sync
 
-            self.sync = build_sync(config) if config.sync.mode != "off" else None
+            self.sync = build_sync(config, ipvs) if config.sync.mode != "off" else None
             self.failover = build_failover(config.cluster, self.events, self.sync, self.health)
         self.admin = AdminServer(config.admin.socket)
         self.metrics = Metrics(config.metrics.listen, config.metrics.port, self.status)
@@ -79,7 +81,27 @@ class Director:
 
     # --- running ----------------------------------------------------------------
 
+    def _lock(self) -> Any:
+        """One daemon per admin socket: a second one must fail before it touches
+        anything (it would release the VIPs the running one holds)."""
+        path = Path(self.config.admin.socket).with_suffix(".lock")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise OSError(errno.EADDRINUSE, f"another daemon (pid {pid}) runs with {self.config.admin.socket}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        return f
+
     async def run(self) -> None:
+        lock = self._lock()  # held (by the open file) until this process ends
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
@@ -93,6 +115,7 @@ class Director:
             await self.supervisor.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            lock.close()
 
     def stop(self) -> None:
         self._stopping.set()

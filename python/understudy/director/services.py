@@ -39,6 +39,37 @@ class IpvsPort(Protocol):
     def execute(self, changes: Sequence[Change]) -> None: ...
 
 
+class IpvsThread:
+    """The kernel's IPVS table, programmed from one thread of its own.
+
+    The netlink client may only be used by the thread that made it; a dump of a
+    large table takes a while, so it must not run on the event loop either.
+    """
+
+    def __init__(self, factory: Callable[[], IpvsPort] | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if factory is None:
+            from understudy.ipvs import Ipvs
+
+            factory = Ipvs
+        self._ipvs: IpvsPort | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipvs")
+        self._factory = factory
+        # Open it now, so an error (no IPVS in this kernel) stops the daemon at start.
+        self._pool.submit(self._open).result()
+
+    def _open(self) -> None:
+        self._ipvs = self._factory()
+
+    async def call(self, method: str, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: getattr(self._ipvs, method)(*args))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerState:
     """What is known of one real server of one service."""
@@ -84,7 +115,7 @@ class ServiceMonitor:
     def __init__(
         self,
         services: Sequence[ServiceConfig],
-        ipvs: IpvsPort,
+        ipvs: IpvsThread | None,
         monitor: Monitor,
         *,
         events: EventBus | None = None,
@@ -231,10 +262,11 @@ class ServiceMonitor:
         if not desired and not self._managed:
             return []  # nothing to manage (failover-only): do not even open IPVS
         try:
-            current = [s for s in await asyncio.to_thread(self.ipvs.dump, False) if s.key in self._managed]
+            assert self.ipvs is not None
+            current = [s for s in await self.ipvs.call("dump", False) if s.key in self._managed]
             changes = self.reconciler.plan(desired, current)
             if changes:
-                await asyncio.to_thread(self.ipvs.execute, changes)
+                await self.ipvs.call("execute", changes)
         except OSError as e:
             self.errors += 1
             log.error("programming IPVS failed: %s", e)

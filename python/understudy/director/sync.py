@@ -49,7 +49,7 @@ class SyncSwitch:
     async def stop(self) -> None:
         async with self._lock:
             await self._stop_relay()
-            await asyncio.to_thread(self._kernel_daemons, None)
+            await self._kernel_daemons(None)
             self.role = Role.STOPPING
 
     # --- switching ------------------------------------------------------------------
@@ -63,9 +63,9 @@ class SyncSwitch:
             await self._stop_relay()
             self.role, self.primary = role, primary
             if role == Role.STOPPING:
-                await asyncio.to_thread(self._kernel_daemons, None)
+                await self._kernel_daemons(None)
                 return
-            await asyncio.to_thread(self._kernel_daemons, "master" if role == Role.PRIMARY else "backup")
+            await self._kernel_daemons("master" if role == Role.PRIMARY else "backup")
             self.relay = self._make_relay(role, primary)
             if self.relay is not None:
                 await self.relay.start()
@@ -81,7 +81,7 @@ class SyncSwitch:
             peers = [str(addr) for node, addr in s.addresses if node != me]
             return RelayPrimary(node=me, key=c.key, key_id=c.key_id, port=s.port, table=self.table,
                                 state_file=s.state_file, kernel_interface=s.interface, bind=str(s.address(me)),
-                                peers=peers, seed=True)
+                                peers=peers, seed=True, syncid=s.syncid)
         if primary is None or primary == me:
             return None  # no primary to hear yet
         return RelayBackup(node=me, key=c.key, key_id=c.key_id, port=s.port, table=self.table,
@@ -94,19 +94,19 @@ class SyncSwitch:
                 await self.relay.stop()
             self.relay = None
 
-    def _kernel_daemons(self, state: str | None) -> None:
+    async def _kernel_daemons(self, state: str | None) -> None:
         """Run the kernel's sync daemon for `state` (master/backup) only, or none."""
         if self._ipvs is None:
-            from understudy.ipvs import Ipvs
+            from understudy.director.services import IpvsThread
 
-            self._ipvs = Ipvs()
-        running = {d["state"] for d in self._ipvs.daemons()}
+            self._ipvs = IpvsThread()
+        running = {d["state"] for d in await self._ipvs.call("daemons")}
         for other in running - {state}:
             with contextlib.suppress(OSError):
-                self._ipvs.stop_daemon(other)
+                await self._ipvs.call("stop_daemon", other)
         if state is not None and state not in running:
             try:
-                self._ipvs.start_daemon(state, self.sync.kernel_interface, self.sync.syncid)
+                await self._ipvs.call("start_daemon", state, self.sync.kernel_interface, self.sync.syncid)
             except OSError as e:
                 log.error("starting the kernel %s sync daemon on %s failed: %s", state, self.sync.kernel_interface, e)
 

@@ -24,7 +24,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from understudy._core import HeartbeatEngine
@@ -268,8 +268,8 @@ class PeerView:
 class Heartbeat:
     """The heartbeat of this node, driven by the engine's thread; idempotent `start()`/`stop()`.
 
-    Events go to `on_event` if given, and to `events()` (an async iterator).
-    Outside an event loop, `poll()` drains them instead.
+    Events go to `on_event` if given (called from the event loop), otherwise
+    to `events()` / `next_event()`. Outside an event loop, `poll()` drains them.
     """
 
     __slots__ = ("config", "_engine", "_loop", "_queue", "_on_event", "_advert")
@@ -306,6 +306,13 @@ class Heartbeat:
         )
         if self._engine is not None:
             self._engine.set_advert(**self._advert, send_now=send_now)
+
+    def set_keys(self, keys: Mapping[int, bytes], current_key: int | None = None) -> None:
+        """Rotate keys without a flag day: add the new key on every node, then make it
+        current on every node, then drop the old one. Applies at once if running."""
+        if self._engine is not None:
+            self._engine.set_keys(sorted(keys.items()), current_key)
+        self.config = replace(self.config, keys=dict(keys), current_key=current_key)
 
     def start(self) -> None:
         """Open the paths and start the engine; inside a running loop, deliver events from it."""
@@ -371,8 +378,10 @@ class Heartbeat:
         return events
 
     def _deliver(self) -> None:
-        for e in self.poll():
-            self._queue.put_nowait(e)
+        events = self.poll()
+        if self._on_event is None:
+            for e in events:
+                self._queue.put_nowait(e)
 
     async def events(self) -> AsyncIterator[HeartbeatEvent]:
         """Events as they come, until cancelled."""

@@ -8,7 +8,9 @@ election state, and turns the peers the engine hears into `NodeState`s.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from understudy.config.cluster import ClusterConfig
@@ -23,7 +25,9 @@ from understudy.failover.heartbeat import (
 )
 from understudy.failover.policy import Flags, NodeState, Role
 
-__all__ = ["Membership", "heartbeat_config"]
+__all__ = ["Membership", "heartbeat_config", "next_incarnation"]
+
+log = logging.getLogger("understudy.failover")
 
 #: The election's flags live in the low byte; a relayed switch target (id + 1) in bits 16-21.
 FLAG_MASK = 0xFF
@@ -33,6 +37,29 @@ HANDOVER_MASK = 0x3F
 ROLE_NAMES = {Role.INIT: "init", Role.BACKUP: "backup", Role.PRIMARY: "primary", Role.FAULT: "fault",
               Role.STOPPING: "stopping"}
 ROLES_BY_NAME = {v: k for k, v in ROLE_NAMES.items()}
+
+
+def next_incarnation(config: ClusterConfig, *, now: float | None = None) -> int:
+    """This start's incarnation: larger than the last one this node used.
+
+    Peers reject frames of an older incarnation as replays, so two restarts
+    within one second must not reuse the wall-clock second: the last value is
+    kept on disk and the next is max(seconds now, last + 1)."""
+    path = Path(config.state_dir) / f"incarnation-{config.id}-{config.node}"
+    try:
+        last = int(path.read_text().strip())
+    except (OSError, ValueError):
+        last = 0
+    value = max(int(time.time() if now is None else now), last + 1) & 0xFFFFFFFF
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"{value}\n")
+        tmp.replace(path)
+    except OSError as e:
+        log.warning("cannot keep the incarnation in %s (%s): a restart within a second may be "
+                    "rejected by peers until its sequence catches up", path, e.strerror)
+    return value
 
 
 def heartbeat_config(config: ClusterConfig) -> HeartbeatConfig:
@@ -64,6 +91,7 @@ def heartbeat_config(config: ClusterConfig) -> HeartbeatConfig:
         dead_ms=config.dead_ms,
         initdead_ms=config.initdead_ms,
         rt_priority=config.rt_priority,
+        incarnation=next_incarnation(config),
     )
 
 
@@ -117,7 +145,7 @@ class Membership:
                 continue
             flags, handover = decode_flags(view.state.flags)
             out.append(NodeState(view.node, ROLES_BY_NAME.get(view.state.role, Role.INIT),
-                                 view.state.effective_priority, flags, handover))
+                                 view.state.effective_priority, flags, handover, view.state.primary))
         return out
 
     async def wait_changed(self) -> None:

@@ -48,6 +48,7 @@ class VipPort(Protocol):
     """What the node needs of the VIP manager."""
 
     async def acquire(self) -> None: ...
+    async def announce(self) -> None: ...
     async def release(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
 
@@ -88,6 +89,9 @@ class FailoverNode:
         self._wake = asyncio.Event()
         self.role = Role.INIT
         self.known_primary: int | None = None
+        self._advertised: NodeState | None = None
+        self._advertised_primary: int | None = None
+        self._seen: set[int] = set()
         self.since = clock()
         self.transitions = 0
 
@@ -123,8 +127,10 @@ class FailoverNode:
         if self._task is not None:
             return
         self.notifier.start()
+        # The engine's very first frame must carry our priority and health: a peer
+        # deciding on it would otherwise see priority 0 and count us out.
+        self._advertise(now=False)
         await self.heartbeat.start()
-        self._advertise(now=True)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="failover")
 
     @property
@@ -170,15 +176,28 @@ class FailoverNode:
 
     async def decide(self) -> Decision:
         """Run the election on the current view and act on a change of role."""
-        before = self.election.state
         decision = self.election.update(
             self._clock(), self.heartbeat.peers(), tiebreaker_up=self._tiebreaker_up()
         )
-        if self.election.state != before:
-            self._advertise(now=decision.role != self.role)
         if decision.role != self.role:
+            # Act, then tell: a node giving up the VIPs has released them before
+            # any peer can read its new role and take them.
             await self._enter(decision.role, decision)
-        elif self.primary != self.known_primary and self._on_role is not None:
+        elif self.election.state != self._advertised or self.primary != self._advertised_primary:
+            # Flags, priority or the primary we follow changed: tell at once.
+            self._advertise(now=True)
+        peers = self.heartbeat.peers()
+        seen = {p.node for p in peers}
+        if self.role == Role.PRIMARY:
+            dual = [p.node for p in peers if p.role == Role.PRIMARY]
+            if dual:
+                self.events.publish("dual-primary", node=self.config.node, others=dual, kept=True)
+            if seen - self._seen:
+                # A peer (re)joined: across a split it may have held the VIPs and
+                # pointed the neighbours at itself. Ours is the role: announce again.
+                await self.vips.announce()
+        self._seen = seen
+        if decision.role == self.role and self.primary != self.known_primary and self._on_role is not None:
             # Same role, new primary (a backup among three): follow it.
             self.known_primary = self.primary
             await self._call_on_role(self.role)
@@ -193,15 +212,14 @@ class FailoverNode:
             log.exception("switching the sync role for %s failed", STATE_NAMES[role])
 
     def _advertise(self, *, now: bool) -> None:
+        self._advertised = self.election.state
+        self._advertised_primary = self.primary
         self.heartbeat.advertise(self.election.state, primary=self.primary, now=now)
 
     @property
     def primary(self) -> int | None:
-        """The node we believe holds the VIPs (ourselves included)."""
-        if self.election.state.role == Role.PRIMARY:
-            return self.config.node
-        holders = [p for p in self.heartbeat.peers() if p.role == Role.PRIMARY]
-        return max(holders, key=lambda p: (bool(p.flags & Flags.PINNED), p.rank)).node if holders else None
+        """The node we believe holds the VIPs (ourselves included), as of the last decision."""
+        return self.election.state.primary_view
 
     async def _enter(self, role: Role, decision: Decision) -> None:
         old, self.role = self.role, role
@@ -218,6 +236,7 @@ class FailoverNode:
         except OSError as e:
             log.error("moving the virtual IPs for %s failed: %s", STATE_NAMES[role], e)
             self.events.publish("vip-error", node=self.config.node, role=STATE_NAMES[role], error=str(e))
+        self._advertise(now=True)
         self.known_primary = self.primary
         await self._call_on_role(role)
         self.notifier.changed(old, role, decision.reason)

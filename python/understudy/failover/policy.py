@@ -23,7 +23,10 @@ The rule, in order:
    Yielding first and claiming after, instead of claiming over the holder,
    means a planned handover never puts the VIPs on two nodes at once.
 4. If no eligible primary is visible, the best eligible member by
-   (takeover request, rank) becomes primary; the others are backups.
+   (takeover request, rank) becomes primary; the others are backups -- unless
+   a peer still follows a primary we do not hear (we have just rejoined, or it
+   has just died and the peer will notice within one dead time): then we wait,
+   rather than take the VIPs from a live primary.
 
 Rank is (effective priority, sync caught up, lower node id): priority decides,
 a backup with the full connection table beats one without, the id breaks ties.
@@ -90,6 +93,8 @@ class NodeState:
     flags: Flags = Flags.HEALTHY
     #: A manual switch this node relays: the node it asks to take over.
     handover: int | None = None
+    #: Who this node believes is primary (from its heartbeat), None: nobody.
+    primary_view: int | None = None
 
     @property
     def eligible(self) -> bool:
@@ -186,6 +191,13 @@ def decide(
                 return Decision(Role.BACKUP, f"failing back to node {max(better, key=lambda m: m.rank).node}")
         return Decision(Role.PRIMARY, "primary")
 
+    # A peer still follows a primary we do not hear: we may have just (re)joined and
+    # not heard it yet, or it may have just died. Claiming now could take the VIPs
+    # from a live primary; wait until we hear it, or the peer stops following it.
+    followed = {m.primary_view for m in members if m.node != me.node and m.primary_view is not None}
+    unseen = followed - {m.node for m in members} - {me.node}
+    if unseen:
+        return Decision(Role.BACKUP, f"node {min(unseen)} is primary for our peers; waiting to hear it")
     best = max(candidates, key=lambda m: (bool(m.flags & Flags.TAKEOVER), m.rank))
     if best.node == me.node:
         return Decision(Role.PRIMARY, "no primary in sight; we rank first")
@@ -259,7 +271,12 @@ class Election:
             flags &= ~Flags.PINNED
             if decision.role != Role.BACKUP:
                 flags &= ~Flags.TAKEOVER
-        self.state = replace(me, role=decision.role, flags=flags)
+        if decision.role == Role.PRIMARY:
+            view: int | None = me.node
+        else:
+            holders = [p for p in peers if p.role == Role.PRIMARY and p.eligible]
+            view = max(holders, key=lambda p: (bool(p.flags & Flags.PINNED), p.rank)).node if holders else None
+        self.state = replace(me, role=decision.role, flags=flags, primary_view=view)
         self.decision = decision
         return decision
 

@@ -45,6 +45,7 @@ class Tracking:
         monitor: Monitor,
         apply: Callable[..., None],
         links: LinkWatch | None = None,
+        tiebreaker: str | None = None,
     ) -> None:
         self.config = config
         self.priority = priority
@@ -54,6 +55,9 @@ class Tracking:
         self._watches: list[Watch] = []
         self.gateways: dict[str, bool] = {}
         self.scripts: dict[int, bool] = {}
+        self.tiebreaker = tiebreaker
+        #: The witness answers (it decides an exact half: two-node clusters).
+        self.tiebreaker_up = False
 
     async def start(self) -> None:
         if self._watches:
@@ -63,6 +67,10 @@ class Tracking:
             check = Check(IcmpProbe(str(address)), interval=g.interval, timeout=g.timeout, rise=g.rise, fall=g.fall)
             self.gateways[str(address)] = True
             self._watches.append(self.monitor.watch(check, functools.partial(self._gateway, str(address))))
+        if self.tiebreaker is not None:
+            g = self.config.gateways
+            check = Check(IcmpProbe(self.tiebreaker), interval=g.interval, timeout=g.timeout, rise=1, fall=g.fall)
+            self._watches.append(self.monitor.watch(check, self._witness))
         for i, s in enumerate(self.config.scripts):
             check = Check(ScriptProbe(s.command), interval=s.interval, timeout=s.timeout, rise=s.rise, fall=s.fall)
             self.scripts[i] = True
@@ -77,6 +85,12 @@ class Tracking:
     def _gateway(self, address: str, change: StateChange) -> None:
         self.gateways[address] = change.up
         log.warning("gateway %s %s (%s)", address, "answers" if change.up else "DOES NOT ANSWER", change.reason)
+        self.update()
+
+    def _witness(self, change: StateChange) -> None:
+        self.tiebreaker_up = change.up
+        log.warning("tie-breaker %s %s (%s)", self.tiebreaker, "answers" if change.up else "DOES NOT ANSWER",
+                    change.reason)
         self.update()
 
     def _script(self, index: int, change: StateChange) -> None:

@@ -196,17 +196,22 @@ class KernelFeeder(_Role):
 
 
 class RelayPrimary(_Role):
-    """Primary director: local kernel master -> table -> authenticated frames to `peers`."""
+    """Primary director: local kernel master -> table -> authenticated frames to `peers`
+    (and/or multicast `group` out of `device`, hop limit `ttl`). Full copies are paced
+    (`window` frames in flight) and carry `syncid` until the kernel master's own is heard."""
 
     name = "relay-primary"
 
     def __init__(self, *, node: int, key: bytes, kernel_interface: str, bind: str, peers: list[str],
-                 key_id: int = 1, port: int = 8849, seed: bool = False, **kw: Any) -> None:
+                 key_id: int = 1, port: int = 8849, seed: bool = False, syncid: int | None = None,
+                 device: str | None = None, group: str | None = None, ttl: int = 1, window: int = 512,
+                 **kw: Any) -> None:
         super().__init__(**kw)
         self.seed = seed
         self.seeded: SeedReport | None = None
         self.args: Mapping[str, Any] = dict(node=node, epoch=epoch_now(), key=key, key_id=key_id,
-                                            kernel_interface=kernel_interface, bind=bind, peers=peers, port=port)
+                                            kernel_interface=kernel_interface, bind=bind, peers=peers, port=port,
+                                            syncid=syncid, device=device, group=group, ttl=ttl, window=window)
         self.relay: PrimaryRelay | None = None
 
     def _open(self) -> list[int]:
@@ -217,6 +222,8 @@ class RelayPrimary(_Role):
             self.seeded = seed_table(self.table)
         if len(self.table):
             self.relay.resync(self.table)  # a primary that starts with a table opens with it
+        # A paced copy also moves on by time (acknowledgements may be lost).
+        self._tasks.append(asyncio.create_task(self._every(TICK, self._readable)))
         return list(self.relay.filenos())
 
     def _readable(self) -> None:
@@ -236,10 +243,12 @@ class RelayBackup(_Role):
     name = "relay-backup"
 
     def __init__(self, *, node: int, key: bytes, bind: str, primary: str, kernel_interface: str | None = None,
-                 key_id: int = 1, port: int = 8849, **kw: Any) -> None:
+                 key_id: int = 1, port: int = 8849, device: str | None = None, group: str | None = None,
+                 **kw: Any) -> None:
         super().__init__(**kw)
         self.args: Mapping[str, Any] = dict(node=node, epoch=epoch_now(), key=key, key_id=key_id, bind=bind,
-                                            primary=primary, port=port, kernel_interface=kernel_interface)
+                                            primary=primary, port=port, kernel_interface=kernel_interface,
+                                            device=device, group=group)
         self.relay: BackupRelay | None = None
 
     def _open(self) -> list[int]:

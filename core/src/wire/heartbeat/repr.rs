@@ -115,7 +115,8 @@ impl HeartbeatRepr {
     /// Decode a checked body, optional fields included.
     pub fn parse<T: AsRef<[u8]>>(hb: &Heartbeat<T>) -> Result<HeartbeatRepr, HeartbeatError> {
         hb.check_len()?;
-        let tlvs = hb.tlvs().map(|t| t.map(|(kind, v)| Tlv::Other { kind, bytes: v.to_vec() })).collect::<Result<_, _>>()?;
+        let tlvs =
+            hb.tlvs().map(|t| t.map(|(kind, v)| Tlv::Other { kind, bytes: v.to_vec() })).collect::<Result<_, _>>()?;
         Ok(HeartbeatRepr {
             cluster: hb.cluster(),
             role: Role::from(hb.role()),
