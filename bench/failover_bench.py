@@ -302,6 +302,7 @@ class Bench:
         self.args = args
         self.rec = Recorder(topo.layout)
         self.nodes: dict[int, subprocess.Popen[bytes]] = {}
+        self.log_start: dict[int, int] = {}  # where each node's latest start begins in its log
         self.logs = launcher.workdir
         self.result = Result(launcher.name, launcher.interval_ms)
 
@@ -312,7 +313,9 @@ class Bench:
 
     def start_node(self, node: int) -> None:
         log = self.log(node)
-        log.write_text("")
+        with open(log, "a") as f:  # one log per node for the whole bench; each start marked
+            f.write(f"=== failover_bench: start at {time.monotonic_ns()} (CLOCK_MONOTONIC ns)\n")
+        self.log_start[node] = log.stat().st_size
         self.launcher.before_start(node)
         self.nodes[node] = self.procs.start(["ip", "netns", "exec", self.topo.directors[node],
                                              *self.launcher.command(node)], log)
@@ -328,7 +331,7 @@ class Bench:
         """Until the node says it is backup (if it says), then `settle_s` more."""
         marker = self.launcher.backup_marker
         deadline = time.monotonic() + 10 + self.launcher.settle_s
-        while marker and marker not in self.log(node).read_text(errors="replace"):
+        while marker and marker not in self.log(node).read_text(errors="replace")[self.log_start[node]:]:
             self.alive(node)
             if time.monotonic() > deadline:
                 raise BenchError(f"node {node} never logged {marker!r}")

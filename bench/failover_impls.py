@@ -193,6 +193,8 @@ class Understudy(Launcher):
             f"warn_ms = {min(2 * self.interval_ms, round(self.dead_ms))}",
             f"dead_ms = {round(self.dead_ms)}",
             "auto_failback = false",
+            # Incarnation counters (one file per node) stay in the bench's directory.
+            f'state_dir = "{self.workdir}"',
         ]
         if self.rt_priority:
             lines.append(f"rt_priority = {self.rt_priority}")
