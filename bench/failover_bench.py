@@ -36,6 +36,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -114,17 +115,22 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pgid: int) -> float:
-    """CPU time of every live process in the group: the scheduler's ns count of each
-    thread (/proc/PID/task/TID/schedstat) where the kernel keeps it, else utime +
-    stime from /proc/PID/stat, whose 10 ms ticks cannot tell 0.05% from 0 over 10 s."""
+def cpu_seconds(pgid: int, thread: str | None = None) -> float:
+    """CPU time of every live process in the group (or only its threads named
+    `thread`): the scheduler's ns count of each thread (/proc/PID/task/TID/schedstat)
+    where the kernel keeps it, else utime + stime from /proc/PID/stat, whose 10 ms
+    ticks cannot tell 0.05% from 0 over 10 s (and do not split threads)."""
     total = 0.0
     for pid in group_pids(pgid):
         try:
             if SCHEDSTAT:
                 for tid in os.listdir(f"/proc/{pid}/task"):
+                    task = Path(f"/proc/{pid}/task/{tid}")
                     with contextlib.suppress(OSError):  # a thread that just ended
-                        total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]) / 1e9
+                        if thread is None or (task / "comm").read_text().strip() == thread:
+                            total += int((task / "schedstat").read_text().split()[0]) / 1e9
+            elif thread is not None:
+                return math.nan
             else:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of proc(5)
@@ -281,6 +287,9 @@ class Result:
     soak_s: float = 0.0
     soak_cpu_primary: float | None = None  # the node primary when the soak began
     soak_cpu_backup: float | None = None
+    #: The heartbeat thread alone (primary, backup), when the launcher names it.
+    thread_cpu: tuple[float, float] | None = None
+    soak_thread_cpu: tuple[float, float] | None = None
     failed_runs: list[str] = field(default_factory=list)
     skipped: str | None = None
     error: str | None = None
@@ -389,22 +398,30 @@ class Bench:
             time.sleep(0.05)
         return held.pop()
 
-    def cpu_window(self, seconds: float, primary: int) -> tuple[float, float]:
-        """% of a core used by the primary and (mean of) the backups over `seconds`."""
-        before = {n: cpu_seconds(p.pid) for n, p in self.nodes.items()}
+    def cpu_window(self, seconds: float, primary: int) -> tuple[float, float, tuple[float, float] | None]:
+        """% of a core used by the primary and (mean of) the backups over `seconds`, and
+        the same for the heartbeat thread alone when the launcher names one."""
+        thread = self.launcher.heartbeat_thread
+        def sample() -> dict[int, tuple[float, float]]:
+            return {n: (cpu_seconds(p.pid), cpu_seconds(p.pid, thread) if thread else math.nan)
+                    for n, p in self.nodes.items()}
+        before = sample()
         t0 = time.monotonic()
         time.sleep(seconds)
         wall = time.monotonic() - t0
-        used = {n: (cpu_seconds(p.pid) - before[n]) / wall * 100 for n, p in self.nodes.items()}
-        backups = [v for n, v in used.items() if n != primary]
-        return used[primary], statistics.mean(backups)
+        after = sample()
+        used = {n: [(after[n][i] - before[n][i]) / wall * 100 for i in (0, 1)] for n in self.nodes}
+        backups = [n for n in used if n != primary]
+        threads = (used[primary][1], statistics.mean(used[n][1] for n in backups)) if thread else None
+        return used[primary][0], statistics.mean(used[n][0] for n in backups), threads
 
     def soak(self, primary: int) -> int:
         load = [self.procs.start([sys.executable, "-c", "while True: pass"]) for _ in range(self.args.load)]
         try:
             since = self.rec.mark()
             print(f"  soak {self.args.soak:g} s with {self.args.load} busy loop(s)", file=sys.stderr)
-            self.result.soak_cpu_primary, self.result.soak_cpu_backup = self.cpu_window(self.args.soak, primary)
+            r = self.result
+            r.soak_cpu_primary, r.soak_cpu_backup, r.soak_thread_cpu = self.cpu_window(self.args.soak, primary)
             self.result.soak_s = self.args.soak
             for node in self.nodes:
                 self.alive(node)
@@ -421,6 +438,9 @@ class Bench:
     def failover(self, primary: int) -> int:
         """One kill of `primary`; records the times; returns the new primary."""
         wait = 5 + 20 * self.launcher.dead_ms / 1000
+        # The rejoin before this run took a fixed time, so without this the kill would
+        # land at the same phase of the primary's heartbeat every run.
+        time.sleep(random.uniform(0, self.launcher.interval_ms / 1000))
         since = self.rec.mark()
         victim = self.nodes[primary]
         t_kill = time.monotonic_ns()
@@ -450,7 +470,8 @@ class Bench:
     def run(self) -> Result:
         primary = self.setup()
         since = self.rec.mark()
-        self.result.cpu_primary, self.result.cpu_backup = self.cpu_window(self.args.cpu_window, primary)
+        r = self.result
+        r.cpu_primary, r.cpu_backup, r.thread_cpu = self.cpu_window(self.args.cpu_window, primary)
         primary = self.check_holder(primary, since, "the CPU window")
         if self.args.soak:
             primary = self.soak(primary)
@@ -500,6 +521,10 @@ def table(results: list[Result]) -> str:
         cpu = f"{fmt(r.cpu_primary, 2)} / {fmt(r.cpu_backup, 2)}"
         if r.soak_cpu_primary is not None:
             cpu += f" (loaded: {fmt(r.soak_cpu_primary, 2)} / {fmt(r.soak_cpu_backup, 2)})"
+        if r.thread_cpu is not None:
+            cpu += f"; heartbeat thread {fmt(r.thread_cpu[0], 2)} / {fmt(r.thread_cpu[1], 2)}"
+        if r.soak_thread_cpu is not None:
+            cpu += f" (loaded: {fmt(r.soak_thread_cpu[0], 2)} / {fmt(r.soak_thread_cpu[1], 2)})"
         runs = f"{len(g)}" + (f" ({len(r.failed_runs)} failed)" if r.failed_runs else "")
         addr = fmt(statistics.median(r.addr_ms) if r.addr_ms else None)
         rows.append(f"| {r.impl} | {interval} | {runs} | " + " | ".join(fmt(v) for v in stats)

@@ -43,6 +43,8 @@ class Launcher:
     name = "?"
     #: Logged when a started node is up as a backup (None: only wait `settle_s`).
     backup_marker: str | None = None
+    #: The thread that runs the heartbeat, by name, when it is not the whole process.
+    heartbeat_thread: str | None = None
 
     def __init__(self, interval_ms: int, layout: Layout, workdir: Path, rt_priority: int | None = None):
         self.interval_ms = interval_ms
@@ -158,6 +160,7 @@ class Understudy(Launcher):
 
     name = "understudy"
     backup_marker = "-> backup"  # the daemon's "role init -> backup: ..." line
+    heartbeat_thread = "us-heartbeat"  # the engine's own thread (core/src/heartbeat/engine.rs)
     dead_factor = 3.0  # --dead-factor
 
     def __init__(self, interval_ms: int, layout: Layout, workdir: Path, rt_priority: int | None = None):

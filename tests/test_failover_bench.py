@@ -1,6 +1,6 @@
 """The failover bench's own checks: its configs are accepted by the programs
-that read them, and one short keepalived measurement runs end to end in real
-namespaces and leaves none behind."""
+that read them, and a short measurement of each implementation runs end to
+end in real namespaces and leaves none behind."""
 
 import json
 import subprocess
@@ -44,9 +44,10 @@ def test_understudy_config_loads_for_every_node(tmp_path: Path) -> None:
     assert len(sockets) == 3
 
 
-def test_bench_times_a_keepalived_failover_and_cleans_up(tmp_path: Path) -> None:
+def bench(tmp_path: Path, impl: str) -> tuple[dict, str]:
+    """Two kills at a 10 ms interval, and no namespace left: the result and the printed table."""
     out = tmp_path / "result.json"
-    proc = subprocess.Popen([sys.executable, str(BENCH / "failover_bench.py"), "--impl", "keepalived",
+    proc = subprocess.Popen([sys.executable, str(BENCH / "failover_bench.py"), "--impl", impl,
                              "--interval", "10", "--runs", "2", "--cpu-window", "1", "--json", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -55,12 +56,25 @@ def test_bench_times_a_keepalived_failover_and_cleans_up(tmp_path: Path) -> None
         proc.kill()  # a no-op once it has exited
     assert proc.returncode == 0, stderr
     [result] = json.loads(out.read_text())
-    assert result["error"] is None and result["skipped"] is None
+    assert result["error"] is None and result["skipped"] is None, stderr
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert f"fbench{proc.pid}-" not in left
+    return result, stdout
+
+
+def test_bench_times_a_keepalived_failover_and_cleans_up(tmp_path: Path) -> None:
+    result, stdout = bench(tmp_path, "keepalived")
     # VRRP's Master_Down_Interval at 10 ms adverts is 36 ms: a backup cannot take over sooner than
     # 2.6 adverts after the kill, and a busy machine may delay it, but not by a second.
     assert len(result["garp_ms"]) == 2 and all(20 < t < 1000 for t in result["garp_ms"]), result
     # (No claim on false failovers: keepalived at 10 ms has them on a loaded machine; they are a figure.)
     assert len(result["addr_ms"]) == 2 and result["cpu_primary"] is not None
     assert "| keepalived | 10 ms | 2 |" in stdout
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    assert f"fbench{proc.pid}-" not in left
+
+
+def test_bench_times_an_understudy_failover(tmp_path: Path) -> None:
+    result, stdout = bench(tmp_path, "understudy")
+    # dead_ms is 30 ms at a 10 ms interval: no takeover before 20 ms (2 intervals after the kill).
+    assert len(result["garp_ms"]) == 2 and all(20 < t < 1000 for t in result["garp_ms"]), result
+    assert result["thread_cpu"] is not None and result["thread_cpu"][0] <= result["cpu_primary"]
+    assert "| understudy | 10 ms | 2 |" in stdout
