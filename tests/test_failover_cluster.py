@@ -429,3 +429,26 @@ def test_two_nodes_with_a_witness_the_isolated_one_releases(cluster):
     c.wait("node 0 releases", lambda: not c.holds(0))
     c.wait("node 1 takes over", lambda: c.holds(1))
     assert c.role(0) == "fault" and "quorum" in c.status(0)["failover"]["reason"]
+
+
+def test_event_stream_follows_role_changes(cluster):
+    c = cluster([200, 100])
+    c.start_all()
+    c.wait_owner(0)
+    c.wait("node 1 backup", lambda: c.role(1) == "backup")
+    follower = subprocess.Popen([*UNDERSTUDY, "events", "--socket", c.socket(1)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        c.kill(0)
+        c.wait_owner(1)
+        assert follower.stdout is not None
+        seen = []
+        while not any(e["kind"] == "role" and e["new"] == "primary" for e in seen):
+            seen.append(json.loads(follower.stdout.readline()))
+        role = seen[-1]
+        assert (role["node"], role["old"]) == (1, "backup") and "no primary in sight" in role["reason"], seen
+        taken = json.loads(follower.stdout.readline())  # then the address it took
+        assert (taken["kind"], taken["change"]) == ("vip", "added"), taken
+    finally:
+        follower.kill()
+        follower.wait()
