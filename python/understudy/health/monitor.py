@@ -148,7 +148,7 @@ class Monitor:
         if entry is None:
             entry = self._entries[check] = _Entry(check, spread_offset(check) if self.spread else 0.0)
             if self._loop is not None:
-                self._spawn(entry)
+                self._spawn(entry, time.monotonic())
         w = Watch(self, check, on_change)
         entry.watches.append(w)
         if entry.up is not None and entry.last is not None and self._loop is not None:
@@ -207,7 +207,7 @@ class Monitor:
         self._loop = asyncio.get_running_loop()
         self._epoch = time.monotonic()
         for entry in self._entries.values():
-            self._spawn(entry)
+            self._spawn(entry, self._epoch)
 
     async def stop(self) -> None:
         """Stop all probes and close shared sockets (idempotent); watches are kept."""
@@ -224,9 +224,8 @@ class Monitor:
     # Each check is a small state machine on loop callbacks (timer -> attempt ->
     # result -> timer), not a task: at 10,000 checks a second a sleeping task per
     # check cost twice the CPU (bench/health_bench.py).
-    def _spawn(self, entry: _Entry) -> None:
-        # The first slot of this check's grid that is not in the past.
-        now = time.monotonic()
+    def _spawn(self, entry: _Entry, now: float) -> None:
+        # The first slot of this check's grid that is not before `now`.
         entry.due = self._epoch + entry.offset
         if entry.due < now:
             entry.due += math.ceil((now - entry.due) / entry.check.interval) * entry.check.interval
