@@ -231,3 +231,33 @@ def test_dynamic_weight_changes_reach_the_watcher(tmp_path):
     changes = run(go)
     assert [(c.up, c.weight) for c in changes] == [(True, 5), (True, 10), (False, 10), (True, None)]
     assert changes[2].reason == "exit status 1"
+
+
+def test_a_server_that_never_answers_times_out_on_schedule():
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = [socket.socket() for _ in range(3)]  # fill the accept queue: further SYNs are dropped
+    for f in fillers:
+        f.setblocking(False)
+        f.connect_ex(full.getsockname())
+
+    async def go():
+        check = Check(TcpProbe("127.0.0.1", full.getsockname()[1]), interval=0.2, timeout=0.1, fall=2)
+        monitor = Monitor(spread=False)
+        changes = []
+        monitor.watch(check, changes.append)
+        await monitor.start()
+        await asyncio.sleep(0.7)
+        status = monitor.status(check)
+        await monitor.stop()
+        return changes, status
+
+    try:
+        changes, status = run(go)
+    finally:
+        for s in [full, *fillers]:
+            s.close()
+    assert [(c.up, c.reason) for c in changes] == [(False, "timeout")]
+    assert 0.09 <= changes[0].result.latency < 0.2  # expired by the monitor's own timer heap
+    assert 3 <= status.runs <= 4 and status.failed_runs == status.runs and status.skipped == 0
