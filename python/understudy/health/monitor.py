@@ -104,6 +104,7 @@ class Watch:
 
 _FIRE, _RETRY, _EXPIRE = 0, 1, 2  # what a timer-heap item does when it comes due
 _MIN_TICK = 0.001  # s; due items are served in batches at most this often
+_MAX_BATCH = 256  # items served per tick before the loop polls I/O again
 
 
 class _Entry:
@@ -264,8 +265,12 @@ class Monitor:
             self._rearm()
 
     def _serve_due(self) -> None:
-        heap = self._heap
-        while heap and heap[0][0] <= time.monotonic():
+        # Only what was due when the tick began, and a bounded batch: a loop that
+        # has fallen behind must still get back to its I/O (connects completing).
+        heap, now = self._heap, time.monotonic()
+        for _ in range(_MAX_BATCH):
+            if not heap or heap[0][0] > now:
+                return
             _, _, action, entry, gen = heapq.heappop(heap)
             if gen != entry.gen or self._entries.get(entry.check) is not entry:
                 continue  # halted, removed, or an attempt that already ended
