@@ -231,6 +231,7 @@ class Monitor:
         self._rearm()  # an empty heap: cancels the timer
         await asyncio.gather(*tasks, return_exceptions=True)
         icmp.close_pingers()
+        tcp.close_poller()
         self._loop = None
 
     # --- running ----------------------------------------------------------------
