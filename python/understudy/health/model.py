@@ -234,7 +234,7 @@ class Check:
     retries: int = 0
     retry_delay: float = 0.2
     # A name for logs (say, the virtual service's); not part of the check's identity.
-    label: str = field(default="", compare=False)
+    label: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.timeout is None and isinstance(self.interval, (int, float)):
