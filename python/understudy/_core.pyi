@@ -10,6 +10,7 @@ __all__ = [
     "Conn",
     "IpvsClient",
     "IpvsError",
+    "Checkpoint",
     "ConnTable",
     "Message",
     "PrimaryRelay",
@@ -226,6 +227,32 @@ class ConnTable:
         """Write what is buffered and close the journal."""
     def journal_stats(self) -> dict[str, int] | None:
         """generation, records, bytes, dropped (writer too far behind); None if closed."""
+    def open_state(
+        self, path: str | PathLike[str], now: float | None = None, wall: float | None = None
+    ) -> dict[str, Any]:
+        """Restore from the state files of `path` (the snapshot, `path`.journal and,
+        after a checkpoint cut short, `path`.journal.next), write the result as a
+        fresh snapshot and journal every later change (whatever applies it: `apply`,
+        a receiver's drain, a relay's pump) to `path`.journal. Returns the load
+        report, as `load`; raises OSError if the files cannot be written."""
+    def checkpoint(self, now: float | None = None, wall: float | None = None) -> Checkpoint:
+        """Begin a checkpoint to the files of `open_state` (RuntimeError without
+        them, or while another is under way): the journal goes on in the next
+        segment now; capture with `Checkpoint.step`, write with `Checkpoint.commit`."""
+
+@final
+class Checkpoint:
+    """A snapshot taken while the table goes on changing: captured a step at a
+    time between batches (each a few ms), then written off the loop. One
+    dropped before its commit is made good by the next checkpoint."""
+
+    def step(self, table: ConnTable, entries: int = 16384) -> bool:
+        """Capture up to `entries` more slots of the table that began it; True
+        once the whole table is in."""
+    def commit(self) -> dict[str, int]:
+        """Write the snapshot (fsync, rename) and make the journal follow it
+        (GIL released: run it in a thread); generation, entries, bytes, wall.
+        RuntimeError if not fully captured or already committed; OSError."""
 
 @final
 class SyncReceiver:

@@ -106,8 +106,7 @@ pub struct Capture {
 impl Capture {
     /// Start a snapshot of `generation` as of `now` (the table's clock) and `wall`.
     pub fn new(generation: u64, now: u64, wall: u64) -> Capture {
-        let mut bytes = Vec::new();
-        bytes.resize(FileHeader::len(true), 0);
+        let bytes = vec![0; FileHeader::len(true)];
         Capture { bytes, block: Block::default(), entries: 0, now, generation, wall, cursor: 0, done: false }
     }
 
