@@ -117,7 +117,11 @@ impl Capture {
             return true;
         }
         let state = &table.state;
-        self.bytes.reserve(table.len().min(max) * 48);
+        if self.cursor == 0 {
+            // All at once, with room for growth: a reallocation later would
+            // copy the whole buffer within one step.
+            self.bytes.reserve(table.len() * 54);
+        }
         let mut left = max;
         while left > 0 {
             let v6 = self.cursor & V6_BIT != 0;
