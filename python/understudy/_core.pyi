@@ -201,8 +201,9 @@ class ConnTable:
         self, path: str | PathLike[str], now: float | None = None, wall: float | None = None
     ) -> dict[str, int]:
         """Write the table to `path` atomically (temporary file, fsync, rename; GIL
-        released); an open journal restarts. `wall` is seconds since the epoch
-        (default: now). Returns generation, entries, bytes, wall."""
+        released); a journal opened with `journal_open` restarts (one of
+        `open_state` follows checkpoints: this is then a copy). `wall` is seconds
+        since the epoch (default: now). Returns generation, entries, bytes, wall."""
     def load(
         self,
         path: str | PathLike[str],

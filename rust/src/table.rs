@@ -117,7 +117,7 @@ impl ConnTable {
         self.stamped(py, wall, |t| t.apply_batch(datagrams.iter().map(|d| &d[..]), now))
     }
 
-    /// Write the table to `path` atomically, then restart an open journal.
+    /// Write the table to `path` atomically, then restart a journal opened with `journal_open`.
     #[pyo3(signature = (path, now=None, wall=None))]
     fn save(
         &mut self,
@@ -127,14 +127,18 @@ impl ConnTable {
         wall: Option<f64>,
     ) -> PyResult<HashMap<&'static str, u64>> {
         let (now, wall) = (seconds(now), wall_seconds(wall));
-        let inner = &mut self.inner;
+        let (inner, follows_saves) = (&mut self.inner, self.state.is_none());
         let (info, rotated) = py
             .detach(|| {
                 let info = inner.save(&path, now, wall)?;
-                io::Result::Ok((info, inner.journal_mut().map(|j| j.rotate(info.generation, wall))))
+                // A journal of `open_state` follows the state file's checkpoints, not this copy.
+                let journal = if follows_saves { inner.journal_mut() } else { None };
+                io::Result::Ok((info, journal.map(|j| j.rotate(info.generation, wall))))
             })
             .map_err(|e| file_error("save", &path, e))?;
-        self.generation = info.generation;
+        if follows_saves {
+            self.generation = info.generation;
+        }
         rotated.transpose().map_err(|e| file_error("restart journal after saving", &path, e))?;
         Ok(HashMap::from([
             ("generation", info.generation),
