@@ -24,6 +24,11 @@
 //! snapshot and truncating the journal leaves one) is not replayed, since its
 //! datagrams are older than the snapshot's content.
 //!
+//! Attached to the table ([`ConnTable::attach_journal`]), the journal records
+//! whatever applies datagrams or expires entries; a [`Checkpoint`] then takes
+//! a new snapshot without stopping the table, the journal going on in a
+//! second segment meanwhile (see `checkpoint`).
+//!
 //! Formats (integers big-endian, as on the wire; CRC-32 IEEE):
 //!
 //! ```text
