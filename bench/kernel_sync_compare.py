@@ -20,8 +20,8 @@ of 8 datagrams; `dst` runs the receiver:
 
 Both sockets keep the default receive buffer. "guest busy" is the whole
 guest's non-idle CPU time in the receiving window, per million created: the
-sender and packet delivery included (the same for every receiver; UML does
-not account softirq time apart). UML runs every system call and
+sender and packet delivery included (the same for every receiver; UML
+accounts next to no softirq time apart). UML runs every system call and
 interrupt through ptrace: absolute figures are far below bare metal; the
 ratios between receivers in the same guest are what this measures.
 Prints figures and ratios; never fails on time.
