@@ -219,8 +219,9 @@ class ConnTable:
         snapshot_entries, snapshot_lost, skipped, journal_found, journal_fault
         (also stale), replayed, journal_lost_bytes, expired."""
     def journal_open(self, path: str | PathLike[str], wall: float | None = None) -> int:
-        """Record every datagram `apply` applies in the journal at `path`, which
-        follows the snapshot last saved or loaded; returns the records kept."""
+        """Record every change to the table (whatever applies it: `apply`, a
+        receiver's drain, a relay's pump; and expiry) in the journal at `path`,
+        which follows the snapshot last saved or loaded; returns the records kept."""
     def journal_flush(self, sync: bool = False) -> None:
         """Raise the journal's write error (OSError), if it had one; with `sync`,
         wait until what was applied is on the disk."""
