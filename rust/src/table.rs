@@ -169,8 +169,8 @@ impl ConnTable {
         report_dict(py, &report)
     }
 
-    /// Journal every datagram `apply` applies, following the last snapshot
-    /// saved or loaded; returns the records kept from an earlier run.
+    /// Journal every change to the table (whatever applies it), following the
+    /// last snapshot saved or loaded; returns the records kept from an earlier run.
     #[pyo3(signature = (path, wall=None))]
     fn journal_open(&mut self, py: Python<'_>, path: PathBuf, wall: Option<f64>) -> PyResult<u64> {
         let (generation, wall, inner) = (self.generation, wall_seconds(wall), &mut self.inner);
