@@ -452,3 +452,20 @@ def test_event_stream_follows_role_changes(cluster):
     finally:
         follower.kill()
         follower.wait()
+
+
+def test_a_flapping_link_shorter_than_the_dead_time_moves_nothing(cluster):
+    c = cluster([200, 100], interval_ms=50, dead_ms=600)
+    c.start_all()
+    c.wait_owner(0)
+    c.wait("node 1 backup", lambda: c.role(1) == "backup")
+    before = c.status(1)["failover"]["transitions"]
+    for _ in range(8):  # 150 ms down, 150 ms up: each blip well inside the dead time
+        c.ns[1].run("ip", "link", "set", "lan", "down")
+        time.sleep(0.15)
+        c.ns[1].run("ip", "link", "set", "lan", "up")
+        time.sleep(0.15)
+    time.sleep(0.7)
+    assert c.owners() == [0]
+    assert c.status(1)["failover"]["transitions"] == before and c.role(1) == "backup"
+    assert c.never_two_holders()
