@@ -157,7 +157,10 @@ class FailoverNode:
     # --- the loop -----------------------------------------------------------
 
     async def _loop(self) -> None:
-        period = self.config.interval_ms / 1000
+        # Heartbeat events wake us for every change; the timer is only for what time
+        # alone decides (initial dead time, failback delay): no need to follow a 2 ms
+        # heartbeat, which would wake Python 500 times a second for nothing.
+        period = max(self.config.interval_ms / 1000, 0.05)
         changed: asyncio.Future[Any] | None = None
         woken: asyncio.Task[bool] | None = None
         try:
