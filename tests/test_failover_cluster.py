@@ -429,3 +429,43 @@ def test_two_nodes_with_a_witness_the_isolated_one_releases(cluster):
     c.wait("node 0 releases", lambda: not c.holds(0))
     c.wait("node 1 takes over", lambda: c.holds(1))
     assert c.role(0) == "fault" and "quorum" in c.status(0)["failover"]["reason"]
+
+
+def test_event_stream_follows_role_changes(cluster):
+    c = cluster([200, 100])
+    c.start_all()
+    c.wait_owner(0)
+    c.wait("node 1 backup", lambda: c.role(1) == "backup")
+    follower = subprocess.Popen([*UNDERSTUDY, "events", "--socket", c.socket(1)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        c.kill(0)
+        c.wait_owner(1)
+        assert follower.stdout is not None
+        seen = []
+        while not any(e["kind"] == "role" and e["new"] == "primary" for e in seen):
+            seen.append(json.loads(follower.stdout.readline()))
+        role = seen[-1]
+        assert (role["node"], role["old"]) == (1, "backup") and "no primary in sight" in role["reason"], seen
+        taken = json.loads(follower.stdout.readline())  # then the address it took
+        assert (taken["kind"], taken["change"]) == ("vip", "added"), taken
+    finally:
+        follower.kill()
+        follower.wait()
+
+
+def test_a_flapping_link_shorter_than_the_dead_time_moves_nothing(cluster):
+    c = cluster([200, 100], interval_ms=50, dead_ms=600)
+    c.start_all()
+    c.wait_owner(0)
+    c.wait("node 1 backup", lambda: c.role(1) == "backup")
+    before = c.status(1)["failover"]["transitions"]
+    for _ in range(8):  # 150 ms down, 150 ms up: each blip well inside the dead time
+        c.ns[1].run("ip", "link", "set", "lan", "down")
+        time.sleep(0.15)
+        c.ns[1].run("ip", "link", "set", "lan", "up")
+        time.sleep(0.15)
+    time.sleep(0.7)
+    assert c.owners() == [0]
+    assert c.status(1)["failover"]["transitions"] == before and c.role(1) == "backup"
+    assert c.never_two_holders()

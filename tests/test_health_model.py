@@ -55,6 +55,11 @@ def test_equal_checks_are_one_key_and_the_name_does_not_count():
     ({"type": "dns", "address": "10.0.0.1", "name": "a.b", "qtype": "AXFR"}, "qtype = 'AXFR'"),
     ({"type": "script", "argv": []}, "argv"),
     ({"type": "icmp", "address": "10.0.0.1", "payload_size": 4}, "payload_size = 4"),
+    ({"type": "http", "address": "10.0.0.1", "port": 443, "tls": "yes"}, "tls = 'yes': true or false"),
+    ({"type": "tcp", "address": "10.0.0.1", "port": "80"}, "port = '80': an integer"),
+    ({"type": "http", "address": "10.0.0.1", "port": 80, "expect_status": ["200"]}, "a list of integers"),
+    ({"type": "script", "argv": ["/bin/check", 3]}, "a list of strings"),
+    ({"type": "dns", "address": "10.0.0.1", "name": "a.b", "expect": "10.0.0.1"}, "a list of strings"),
 ])
 def test_bad_tables_are_refused_with_the_key_named(table, message):
     with pytest.raises(CheckConfigError) as err:

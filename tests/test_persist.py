@@ -231,3 +231,36 @@ def test_restart_anywhere_restores_the_live_table(tmp_path, steps, data):
     assert report["snapshot_fault"] is None and report["journal_fault"] is None
     live.expire(now=now + down)
     assert rows_at(restarted, 3) == rows_at(live, now + down)
+
+
+# --- state files: journal attached to the table, checkpoints in steps ----------
+
+def test_checkpoints_in_steps_while_the_table_changes(tmp_path):
+    state = tmp_path / "table"
+    live = ConnTable()
+    assert live.open_state(state, now=1, wall=WALL)["restored"] == 0
+    with pytest.raises(RuntimeError):
+        ConnTable().checkpoint()  # no state files
+    live.apply([v1(*(conn(p, timeout=900) for p in range(200)))], now=1, wall=WALL)
+    checkpoint = live.checkpoint(now=2, wall=WALL + 1)
+    with pytest.raises(RuntimeError):
+        live.checkpoint()  # one at a time
+    with pytest.raises(RuntimeError):
+        checkpoint.commit()  # not captured yet
+    steps = 0
+    while not checkpoint.step(live, entries=16):
+        steps += 1
+        live.apply([v1(conn(1000 + steps), conn(steps, state=5, timeout=300))], now=2, wall=WALL + 1)
+    assert steps > 5 and (tmp_path / "table.journal.next").exists()
+    info = checkpoint.commit()
+    assert not (tmp_path / "table.journal.next").exists()
+    live.apply([v1(conn(5000))], now=3, wall=WALL + 2)  # after the checkpoint: journaled
+    assert live.checkpoint() is not None  # the last one is done; dropped, this one is abandoned
+    live.expire(now=3, wall=WALL + 2)
+
+    restarted = ConnTable()
+    report = restarted.open_state(state, now=3, wall=WALL + 2)
+    assert report["generation"] == info["generation"] and report["journal_fault"] is None
+    assert info["entries"] >= 200 and report["replayed"] >= 1
+    assert rows_at(restarted, 3) == rows_at(live, 3)
+    assert len(restarted) == 200 + steps + 1

@@ -1,13 +1,15 @@
 //! Persistence: snapshot and journal round trips, wall-clock time spent down,
 //! and damaged files (cut at every byte, every bit flipped) that are detected
-//! and never panic. `persist_bench` (ignored) prints figures for 1 M entries.
+//! and never panic; checkpoints taken while the table changes, cut short
+//! anywhere. Figures: `cargo bench -p understudy-core --bench persist`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use understudy_core::proto::flags;
-use understudy_core::table::{ConnTable, Fault, Journal, LoadReport, Snapshot, TableConfig};
+use understudy_core::table::{
+    Checkpoint, ConnTable, Fault, Journal, LoadReport, Outcome, Snapshot, StateFiles, TableConfig,
+};
 use understudy_core::wire::sync::{
     ConnRepr, MessageBuilder, MessageRepr, OptionRepr, Version, OPT_PE_DATA, OPT_PE_NAME, OPT_SEQ_DATA,
 };
@@ -120,6 +122,12 @@ fn state(t: &ConnTable, now: u64) -> Vec<(ConnRepr, i64)> {
     t.iter().map(|r| (r.conn, r.expires as i64 - now as i64)).collect()
 }
 
+/// Apply with the attached journal stamping `wall`.
+fn apply_at(table: &mut ConnTable, datagram: &[u8], now: u64, wall: u64) -> Outcome {
+    table.journal_mut().expect("a journal is attached").stamp(Some(wall));
+    table.apply_datagram(datagram, now)
+}
+
 fn load(snapshot: &Path, journal: Option<&Path>, now: u64, wall: u64) -> (ConnTable, LoadReport) {
     let mut t = ConnTable::default();
     let report = t.load(snapshot, journal, now, wall);
@@ -201,7 +209,7 @@ fn journal_replay_reproduces_the_table() {
     let conns = variety(400);
     let mut live = table_of(&conns[..200], 100);
     let info = live.save(&snap, 100, WALL).unwrap();
-    let mut journal = Journal::open(&jour, info.generation, WALL).unwrap();
+    live.attach_journal(Journal::open(&jour, info.generation, WALL).unwrap());
 
     // After the snapshot: new entries, updates with new state and timeout, a
     // replacement to another real server, an INACTIVE stale update, spread
@@ -222,11 +230,11 @@ fn journal_replay_reproduces_the_table() {
     later.push(stale);
     for (i, d) in datagrams(&later).iter().enumerate() {
         let at = i as u64 * 7;
-        journal.apply(&mut live, d, 100 + at, WALL + at);
-        journal.flush().unwrap();
+        apply_at(&mut live, d, 100 + at, WALL + at);
+        live.journal_mut().unwrap().flush().unwrap();
     }
-    let records = journal.records();
-    drop(journal);
+    let records = live.journal().unwrap().records();
+    drop(live.detach_journal());
 
     let end = 100 + 7 * datagrams(&later).len() as u64;
     let wall_end = WALL + end - 100;
@@ -256,10 +264,11 @@ fn journal_replay_reproduces_the_table() {
 fn a_journal_without_snapshot_follows_the_empty_table() {
     let dir = Dir::new("no-snapshot");
     let mut live = ConnTable::default();
-    let mut journal = Journal::open(&dir.path("journal"), 0, WALL).unwrap();
-    let applied = journal.apply_batch(&mut live, datagrams(&variety(30)).iter().map(|d| &d[..]), 5, WALL);
+    live.attach_journal(Journal::open(&dir.path("journal"), 0, WALL).unwrap());
+    live.journal_mut().unwrap().stamp(Some(WALL));
+    let applied = live.apply_batch(datagrams(&variety(30)).iter().map(|d| &d[..]), 5);
     assert_eq!(applied, 30);
-    drop(journal);
+    drop(live.detach_journal());
     let (restored, report) = load(&dir.path("snap"), Some(&dir.path("journal")), 5, WALL);
     assert!(!report.snapshot_found && report.journal_found);
     assert_eq!(state(&restored, 5), state(&live, 5));
@@ -271,12 +280,13 @@ fn a_journal_from_before_the_snapshot_is_not_replayed() {
     let (snap, jour) = (dir.path("snap"), dir.path("journal"));
     let mut live = table_of(&variety(20), 10);
     let first = live.save(&snap, 10, WALL).unwrap();
-    let mut journal = Journal::open(&jour, first.generation, WALL).unwrap();
+    live.attach_journal(Journal::open(&jour, first.generation, WALL).unwrap());
     let mut moved = variety(1).remove(0);
     moved.daddr = v4(0x9_0000);
-    journal.apply(&mut live, &datagrams(&[moved.clone()])[0], 11, WALL + 1);
-    journal.flush().unwrap();
+    apply_at(&mut live, &datagrams(&[moved.clone()])[0], 11, WALL + 1);
     // A second snapshot, then a crash before the journal was rotated.
+    let mut journal = live.detach_journal().unwrap();
+    journal.flush().unwrap();
     moved.daddr = v4(0x9_0001);
     live.apply_datagram(&datagrams(&[moved])[0], 12);
     live.save(&snap, 12, WALL + 2).unwrap();
@@ -408,14 +418,13 @@ fn every_bit_flip_in_a_snapshot_is_detected() {
 fn journal_fixture(dir: &Dir) -> (Vec<u8>, Vec<Vec<(ConnRepr, i64)>>) {
     let path = dir.path("journal-src");
     let mut live = ConnTable::default();
-    let mut journal = Journal::open(&path, 0, WALL).unwrap();
+    live.attach_journal(Journal::open(&path, 0, WALL).unwrap());
     let mut states = vec![state(&live, 1)];
     for c in variety(10) {
-        journal.apply(&mut live, &datagrams(&[c])[0], 1, WALL);
+        apply_at(&mut live, &datagrams(&[c])[0], 1, WALL);
         states.push(state(&live, 1));
     }
-    journal.flush().unwrap();
-    drop(journal);
+    drop(live.detach_journal());
     (std::fs::read(&path).unwrap(), states)
 }
 
@@ -459,11 +468,12 @@ fn a_journal_cut_anywhere_replays_whole_records() {
 
     // Reopened after a torn write, the tail is cut so new records count.
     std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-    let mut journal = Journal::open(&path, 0, WALL).unwrap();
+    let journal = Journal::open(&path, 0, WALL).unwrap();
     assert_eq!(journal.records(), 9);
     let mut t = ConnTable::default();
-    journal.apply(&mut t, &datagrams(&variety(10)[9..])[0], 1, WALL);
-    drop(journal);
+    t.attach_journal(journal);
+    apply_at(&mut t, &datagrams(&variety(10)[9..])[0], 1, WALL);
+    drop(t.detach_journal());
     let (t, report) = load(&dir.path("no-snapshot"), Some(&path), 1, WALL);
     assert_eq!((report.replayed, report.journal_fault, t.len()), (10, None, 10));
 }
@@ -489,12 +499,12 @@ fn journal_records_age_by_their_own_time() {
     let (snap, jour) = (dir.path("snap"), dir.path("journal"));
     let mut live = ConnTable::default();
     let info = live.save(&snap, 0, WALL).unwrap();
-    let mut journal = Journal::open(&jour, info.generation, WALL).unwrap();
+    live.attach_journal(Journal::open(&jour, info.generation, WALL).unwrap());
     let a = tcp(v4(1), 1, v4(2), 100);
     let b = tcp(v4(3), 1, v4(2), 100);
-    journal.apply(&mut live, &datagrams(&[a])[0], 0, WALL + 10);
-    journal.apply(&mut live, &datagrams(std::slice::from_ref(&b))[0], 0, WALL + 50);
-    drop(journal);
+    apply_at(&mut live, &datagrams(&[a])[0], 0, WALL + 10);
+    apply_at(&mut live, &datagrams(std::slice::from_ref(&b))[0], 0, WALL + 50);
+    drop(live.detach_journal());
     // 120 s after the snapshot: `a` (until +110) is gone, `b` has 30 s left.
     let (t, report) = load(&snap, Some(&jour), 1, WALL + 120);
     assert_eq!(report.expired, 1);
@@ -522,106 +532,159 @@ fn restored_config_is_the_loaders() {
     assert_eq!(t.config().pe_names.len(), 0);
 }
 
-/// CPU seconds used by the calling thread and by the whole process.
-fn cpu() -> (f64, f64) {
-    let read = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: clock_gettime writes one timespec, which `ts` is.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+/// Random changes of `pool`'s entries at `now`: new ones, state and timeout
+/// changes (short timeouts, so entries expire and slot ids are reused),
+/// moves to another real server; then an expiry sweep.
+fn churn(live: &mut ConnTable, pool: &[ConnRepr], rng: &mut u64, now: u64) {
+    let mut next = || {
+        *rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (*rng >> 33) as usize
     };
-    (read(libc::CLOCK_THREAD_CPUTIME_ID), read(libc::CLOCK_PROCESS_CPUTIME_ID))
+    let mut conns = Vec::new();
+    for _ in 0..12 {
+        let mut c = pool[next() % pool.len()].clone();
+        match next() % 4 {
+            0 => c.timeout = [3, 8, 40][next() % 3],
+            1 => c.state = (next() % 10) as _,
+            2 if c.flags & flags::TEMPLATE == 0 => {
+                c.daddr =
+                    if c.daddr.is_ipv6() { v6(0x900 + (next() % 3) as u16) } else { v4(0x9_0000 + (next() % 3) as u32) }
+            }
+            _ => {}
+        }
+        conns.push(c);
+    }
+    for d in datagrams(&conns) {
+        apply_at(live, &d, now, WALL + now);
+    }
+    live.expire(now);
 }
 
-/// `cargo test --release -p understudy-core --test persist -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn persist_bench() {
-    let dir = Dir::new("bench");
-    let n: u32 = 1 << 20;
-    let conns: Vec<ConnRepr> = (0..n)
-        .map(|i| tcp(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i >> 16))), i as u16, v4(0x1_0000 + i % 64), 900))
-        .collect();
-    let batch = datagrams(&conns);
-    let mut table = ConnTable::default();
-    table.apply_batch(batch.iter().map(|d| &d[..]), 1);
-    assert_eq!(table.len(), n as usize);
+/// Where a process dies during a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Crash {
+    /// Captured, not yet written.
+    BeforeCommit,
+    /// The snapshot renamed into place, the journal segment not yet.
+    BetweenRenames,
+    /// After the commit, with changes since.
+    AfterCommit,
+    /// A checkpoint abandoned half-captured, then a second one committed.
+    AfterAbandoned,
+}
 
-    let start = Instant::now();
-    let snapshot = Snapshot::capture(&table, 2, WALL);
-    let capture = start.elapsed();
-    let start = Instant::now();
-    let info = snapshot.write(&dir.path("snap")).unwrap();
-    let write = start.elapsed();
-    let start = Instant::now();
-    let mut restored = ConnTable::default();
-    let report = restored.load(&dir.path("snap"), None, 2, WALL);
-    let load = start.elapsed();
-    assert_eq!(report.restored, u64::from(n));
-    println!(
-        "snapshot of {n} entries: {:.1} MB; capture {:.0} ms, write+fsync {:.0} ms, load {:.0} ms",
-        info.bytes as f64 / 1e6,
-        capture.as_secs_f64() * 1e3,
-        write.as_secs_f64() * 1e3,
-        load.as_secs_f64() * 1e3
-    );
-
-    // Updates into the full table, with and without a journal, flushed per
-    // batch of 64 datagrams (about 2600 entries) as a receive loop would: the
-    // rate, and the receiving thread's own CPU time (the journal's checksums
-    // and writes run on its writer thread, which competes for CPU on a busy
-    // or small machine).
-    let run = |journal: Option<&mut Journal>, table: &mut ConnTable| {
-        let (start, before) = (Instant::now(), cpu());
-        let mut entries = 0;
-        let mut journal = journal;
-        for (round, chunk) in batch.chunks(64).enumerate() {
-            let now = 3 + round as u64 / 1000;
-            entries += match journal.as_deref_mut() {
-                Some(j) => {
-                    let e = j.apply_batch(table, chunk.iter().map(|d| &d[..]), now, WALL);
-                    j.flush().unwrap();
-                    e
-                }
-                None => table.apply_batch(chunk.iter().map(|d| &d[..]), now),
-            };
-        }
-        let rate = entries as f64 / start.elapsed().as_secs_f64();
-        if let Some(j) = journal {
-            j.sync().unwrap(); // the writer's work counts in the CPU time
-        }
-        let after = cpu();
-        let per_entry = |a: f64, b: f64| (a - b) * 1e9 / entries as f64;
-        (rate, per_entry(after.0, before.0), per_entry(after.1, before.1))
-    };
-    let best = |a: (f64, f64, f64), b: (f64, f64, f64)| (a.0.max(b.0), a.1.min(b.1), a.2.min(b.2));
-    let (mut plain, mut journaled) = ((0.0, f64::MAX, f64::MAX), (0.0, f64::MAX, f64::MAX));
-    let mut journal = Journal::open(&dir.path("journal"), info.generation, WALL).unwrap();
-    for _ in 0..3 {
-        plain = best(plain, run(None, &mut restored));
-        journal.rotate(info.generation, WALL).unwrap();
-        journaled = best(journaled, run(Some(&mut journal), &mut restored));
+fn checkpoint_under_churn(crash: Crash) {
+    let dir = Dir::new(&format!("checkpoint-{crash:?}"));
+    let files = StateFiles::new(dir.path("state"));
+    let pool = variety(3000);
+    let mut rng = 0x5eed + crash as u64;
+    let mut now = 100;
+    let mut live = ConnTable::default();
+    let report = live.open_state(&files, now, WALL + now).unwrap();
+    assert_eq!((report.snapshot_found, report.journal_found, report.restored), (false, false, 0));
+    for d in datagrams(&pool[..1500]) {
+        apply_at(&mut live, &d, now, WALL + now);
     }
-    println!(
-        "apply into a 1M table, per entry: plain {:.2} M/s, {:.0} ns CPU; journaled {:.2} M/s, {:.0} ns CPU on \
-         the receiving thread (+{:.0}%), {:.0} ns CPU in all with the writer, fsync included (+{:.0}%); \
-         journal {:.1} MB",
-        plain.0 / 1e6,
-        plain.1,
-        journaled.0 / 1e6,
-        journaled.1,
-        (journaled.1 / plain.1 - 1.0) * 100.0,
-        journaled.2,
-        (journaled.2 / plain.2 - 1.0) * 100.0,
-        journal.bytes() as f64 / 1e6
-    );
-    drop(journal);
-    let start = Instant::now();
-    let mut replayed = ConnTable::default();
-    let report = replayed.load(&dir.path("snap"), Some(&dir.path("journal")), 2, WALL);
-    println!(
-        "load of snapshot + journal of {} datagrams: {:.0} ms",
-        report.replayed,
-        start.elapsed().as_secs_f64() * 1e3
-    );
+    let capture = |live: &mut ConnTable, now: &mut u64, rng: &mut u64| {
+        let mut checkpoint = Checkpoint::begin(live, &files, *now, WALL + *now).unwrap();
+        let mut steps = 0;
+        // Small steps, the table changing between each.
+        while !checkpoint.step(live, 97) {
+            *now += 1;
+            churn(live, &pool, rng, *now);
+            steps += 1;
+        }
+        assert!(steps > 10);
+        checkpoint.finish()
+    };
+    let pending = capture(&mut live, &mut now, &mut rng);
+    match crash {
+        Crash::BeforeCommit => {}
+        Crash::BetweenRenames => {
+            live.journal_mut().unwrap().sync().unwrap();
+            let old = std::fs::read(&files.journal).unwrap();
+            pending.commit().unwrap();
+            std::fs::rename(&files.journal, &files.next).unwrap();
+            std::fs::write(&files.journal, old).unwrap();
+        }
+        Crash::AfterCommit => {
+            let info = pending.commit().unwrap();
+            assert!(!files.next.exists());
+            assert_eq!(live.journal().unwrap().generation(), info.generation);
+        }
+        Crash::AfterAbandoned => {
+            drop(pending);
+            for _ in 0..5 {
+                now += 1;
+                churn(&mut live, &pool, &mut rng, now);
+            }
+            capture(&mut live, &mut now, &mut rng).commit().unwrap();
+        }
+    }
+    for _ in 0..20 {
+        now += 1;
+        churn(&mut live, &pool, &mut rng, now);
+    }
+    // The process dies: what it handed to the writer reaches the file, nothing else happens.
+    drop(live.detach_journal());
+
+    let mut restored = ConnTable::default();
+    let report = restored.restore(&files, 7, WALL + now);
+    assert_eq!((report.snapshot_fault, report.journal_fault), (None, None), "{crash:?}: {report:?}");
+    assert!(report.replayed > 20, "{crash:?}: {report:?}");
+    live.expire(now);
+    let mut got = state(&restored, 7);
+    let mut want = state(&live, now);
+    got.sort_by_key(|(c, _)| format!("{c:?}"));
+    want.sort_by_key(|(c, _)| format!("{c:?}"));
+    assert_eq!(got.len(), want.len(), "{crash:?}");
+    assert_eq!(got, want, "{crash:?}");
+}
+
+#[test]
+fn a_crash_before_a_checkpoint_is_written_loses_nothing() {
+    checkpoint_under_churn(Crash::BeforeCommit);
+}
+
+#[test]
+fn a_crash_between_the_renames_of_a_checkpoint_loses_nothing() {
+    checkpoint_under_churn(Crash::BetweenRenames);
+}
+
+#[test]
+fn a_checkpoint_taken_while_the_table_changes_is_exact() {
+    checkpoint_under_churn(Crash::AfterCommit);
+}
+
+#[test]
+fn an_abandoned_checkpoint_is_made_good_by_the_next() {
+    checkpoint_under_churn(Crash::AfterAbandoned);
+}
+
+#[test]
+fn opening_state_compacts_to_one_snapshot() {
+    let dir = Dir::new("open-state");
+    let files = StateFiles::new(dir.path("state"));
+    let mut live = ConnTable::default();
+    live.open_state(&files, 1, WALL).unwrap();
+    for d in datagrams(&variety(50)) {
+        apply_at(&mut live, &d, 1, WALL);
+    }
+    // Cut short after its capture: three files on disk.
+    let mut checkpoint = Checkpoint::begin(&mut live, &files, 2, WALL + 1).unwrap();
+    assert!(checkpoint.step(&live, usize::MAX));
+    drop(checkpoint);
+    apply_at(&mut live, &datagrams(&variety(60)[50..])[0], 3, WALL + 2);
+    drop(live.detach_journal());
+    assert!(files.next.exists());
+
+    let mut t = ConnTable::default();
+    let report = t.open_state(&files, 5, WALL + 2).unwrap();
+    assert_eq!((report.restored, report.journal_fault), (60, None));
+    assert!(!files.next.exists());
+    assert_eq!(t.journal().unwrap().records(), 0);
+    drop(t.detach_journal());
+    let (again, report) = load(&files.snapshot, Some(&files.journal), 5, WALL + 2);
+    assert_eq!((report.restored, report.replayed), (60, 0));
+    assert_eq!(state(&again, 5), state(&t, 5));
 }

@@ -15,6 +15,7 @@ __all__ = [
     "Netif",
     "NetifError",
     "decode_announcement",
+    "Checkpoint",
     "ConnTable",
     "HeartbeatEngine",
     "Message",
@@ -270,8 +271,9 @@ class ConnTable:
         self, path: str | PathLike[str], now: float | None = None, wall: float | None = None
     ) -> dict[str, int]:
         """Write the table to `path` atomically (temporary file, fsync, rename; GIL
-        released); an open journal restarts. `wall` is seconds since the epoch
-        (default: now). Returns generation, entries, bytes, wall."""
+        released); a journal opened with `journal_open` restarts (one of
+        `open_state` follows checkpoints: this is then a copy). `wall` is seconds
+        since the epoch (default: now). Returns generation, entries, bytes, wall."""
     def load(
         self,
         path: str | PathLike[str],
@@ -287,8 +289,9 @@ class ConnTable:
         snapshot_entries, snapshot_lost, skipped, journal_found, journal_fault
         (also stale), replayed, journal_lost_bytes, expired."""
     def journal_open(self, path: str | PathLike[str], wall: float | None = None) -> int:
-        """Record every datagram `apply` applies in the journal at `path`, which
-        follows the snapshot last saved or loaded; returns the records kept."""
+        """Record every change to the table (whatever applies it: `apply`, a
+        receiver's drain, a relay's pump; and expiry) in the journal at `path`,
+        which follows the snapshot last saved or loaded; returns the records kept."""
     def journal_flush(self, sync: bool = False) -> None:
         """Raise the journal's write error (OSError), if it had one; with `sync`,
         wait until what was applied is on the disk."""
@@ -296,6 +299,32 @@ class ConnTable:
         """Write what is buffered and close the journal."""
     def journal_stats(self) -> dict[str, int] | None:
         """generation, records, bytes, dropped (writer too far behind); None if closed."""
+    def open_state(
+        self, path: str | PathLike[str], now: float | None = None, wall: float | None = None
+    ) -> dict[str, Any]:
+        """Restore from the state files of `path` (the snapshot, `path`.journal and,
+        after a checkpoint cut short, `path`.journal.next), write the result as a
+        fresh snapshot and journal every later change (whatever applies it: `apply`,
+        a receiver's drain, a relay's pump) to `path`.journal. Returns the load
+        report, as `load`; raises OSError if the files cannot be written."""
+    def checkpoint(self, now: float | None = None, wall: float | None = None) -> Checkpoint:
+        """Begin a checkpoint to the files of `open_state` (RuntimeError without
+        them, or while another is under way): the journal goes on in the next
+        segment now; capture with `Checkpoint.step`, write with `Checkpoint.commit`."""
+
+@final
+class Checkpoint:
+    """A snapshot taken while the table goes on changing: captured a step at a
+    time between batches (each a few ms), then written off the loop. One
+    dropped before its commit is made good by the next checkpoint."""
+
+    def step(self, table: ConnTable, entries: int = 16384) -> bool:
+        """Capture up to `entries` more slots of the table that began it; True
+        once the whole table is in."""
+    def commit(self) -> dict[str, int]:
+        """Write the snapshot (fsync, rename) and make the journal follow it
+        (GIL released: run it in a thread); generation, entries, bytes, wall.
+        RuntimeError if not fully captured or already committed; OSError."""
 
 @final
 class SyncReceiver:

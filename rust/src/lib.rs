@@ -26,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::Conn>()?;
     m.add_class::<sync::Message>()?;
     m.add_class::<table::ConnTable>()?;
+    m.add_class::<table::Checkpoint>()?;
     m.add_class::<transport::SyncReceiver>()?;
     m.add_class::<transport::SyncSender>()?;
     m.add_class::<replication::PrimaryRelay>()?;

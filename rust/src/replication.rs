@@ -119,8 +119,10 @@ impl PrimaryRelay {
     #[pyo3(signature = (table, now=None))]
     fn pump(&mut self, py: Python<'_>, mut table: PyRefMut<'_, ConnTable>, now: Option<f64>) -> PyResult<u64> {
         let now = millis(now);
-        let (inner, table) = (&mut self.inner, &mut table.inner);
-        py.detach(|| inner.pump(table, now)).map_err(|e| os_error("relay", e))
+        let (inner, core) = (&mut self.inner, &mut table.inner);
+        let pumped = py.detach(|| inner.pump(core, now));
+        table.handoff();
+        pumped.map_err(|e| os_error("relay", e))
     }
 
     /// Start a full copy to every backup (`pump` sends the rest); returns the frames sent.
@@ -216,8 +218,10 @@ impl BackupRelay {
     #[pyo3(signature = (table, now=None))]
     fn pump(&mut self, py: Python<'_>, mut table: PyRefMut<'_, ConnTable>, now: Option<f64>) -> PyResult<u64> {
         let now = millis(now);
-        let (inner, table) = (&mut self.inner, &mut table.inner);
-        py.detach(|| inner.pump(table, now)).map_err(|e| os_error("relay", e))
+        let (inner, core) = (&mut self.inner, &mut table.inner);
+        let pumped = py.detach(|| inner.pump(core, now));
+        table.handoff();
+        pumped.map_err(|e| os_error("relay", e))
     }
 
     /// Periodic status, re-NACKs and resync retries; call every ~100 ms.

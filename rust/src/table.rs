@@ -3,14 +3,15 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
-use understudy_core::table::{self, wall_clock, Journal, LoadReport, TableConfig};
+use understudy_core::table::{self, wall_clock, Journal, LoadReport, Pending, StateFiles, TableConfig};
 
 use crate::sync::{parse_addr, parse_version, pe_names_or_default, to_bytes_list, Conn};
 
@@ -58,11 +59,46 @@ fn report_dict<'py>(py: Python<'py>, r: &LoadReport) -> PyResult<Bound<'py, PyDi
 /// What a backup knows of the kernel's connections.
 #[pyclass(module = "understudy._core")]
 pub struct ConnTable {
+    /// Records every change in its journal, when one is attached.
     pub(crate) inner: table::ConnTable,
-    /// Where `apply` records datagrams, when open.
-    journal: Option<Journal>,
     /// The snapshot last saved or loaded (0: none), which a journal opened now follows.
     generation: u64,
+    /// Files opened with `open_state`, which checkpoints write.
+    state: Option<StateFiles>,
+    /// A checkpoint is being captured or written (one at a time).
+    busy: Arc<AtomicBool>,
+}
+
+impl ConnTable {
+    /// Hand what the journal buffered to its writer thread; call after
+    /// anything that applied datagrams. An error waits for `journal_flush`.
+    pub(crate) fn handoff(&mut self) {
+        if let Some(journal) = self.inner.journal_mut() {
+            let _ = journal.flush();
+        }
+    }
+
+    /// Run `f` with records stamped `wall` (default: the clock), then hand them off.
+    fn stamped<R: Send>(
+        &mut self,
+        py: Python<'_>,
+        wall: Option<f64>,
+        f: impl Send + FnOnce(&mut table::ConnTable) -> R,
+    ) -> R {
+        let inner = &mut self.inner;
+        let stamp = wall.map(|w| wall_seconds(Some(w)));
+        py.detach(|| {
+            if let Some(j) = inner.journal_mut() {
+                j.stamp(stamp);
+            }
+            let out = f(inner);
+            if let Some(j) = inner.journal_mut() {
+                j.stamp(None);
+                let _ = j.flush();
+            }
+            out
+        })
+    }
 }
 
 #[pymethods]
@@ -72,26 +108,16 @@ impl ConnTable {
     fn new(syncid: u8, max_len: usize, pe_names: Option<Vec<String>>) -> Self {
         let pe_names = pe_names_or_default(pe_names).into_iter().map(String::into_bytes).collect();
         let inner = table::ConnTable::new(TableConfig { syncid, max_len, pe_names });
-        ConnTable { inner, journal: None, generation: 0 }
+        ConnTable { inner, generation: 0, state: None, busy: Arc::new(AtomicBool::new(false)) }
     }
 
     #[pyo3(signature = (datagrams, now=None, wall=None))]
     fn apply(&mut self, py: Python<'_>, datagrams: Vec<PyBackedBytes>, now: Option<f64>, wall: Option<f64>) -> u64 {
         let now = seconds(now);
-        let (inner, journal) = (&mut self.inner, &mut self.journal);
-        py.detach(|| match journal {
-            None => inner.apply_batch(datagrams.iter().map(|d| &d[..]), now),
-            Some(journal) => {
-                let wall = wall_seconds(wall);
-                let applied = journal.apply_batch(inner, datagrams.iter().map(|d| &d[..]), now, wall);
-                // A hand-off to the writer thread; an error waits for journal_flush.
-                let _ = journal.flush();
-                applied
-            }
-        })
+        self.stamped(py, wall, |t| t.apply_batch(datagrams.iter().map(|d| &d[..]), now))
     }
 
-    /// Write the table to `path` atomically, then restart an open journal.
+    /// Write the table to `path` atomically, then restart a journal opened with `journal_open`.
     #[pyo3(signature = (path, now=None, wall=None))]
     fn save(
         &mut self,
@@ -101,14 +127,18 @@ impl ConnTable {
         wall: Option<f64>,
     ) -> PyResult<HashMap<&'static str, u64>> {
         let (now, wall) = (seconds(now), wall_seconds(wall));
-        let (inner, journal) = (&self.inner, &mut self.journal);
+        let (inner, follows_saves) = (&mut self.inner, self.state.is_none());
         let (info, rotated) = py
             .detach(|| {
                 let info = inner.save(&path, now, wall)?;
-                io::Result::Ok((info, journal.as_mut().map(|j| j.rotate(info.generation, wall))))
+                // A journal of `open_state` follows the state file's checkpoints, not this copy.
+                let journal = if follows_saves { inner.journal_mut() } else { None };
+                io::Result::Ok((info, journal.map(|j| j.rotate(info.generation, wall))))
             })
             .map_err(|e| file_error("save", &path, e))?;
-        self.generation = info.generation;
+        if follows_saves {
+            self.generation = info.generation;
+        }
         rotated.transpose().map_err(|e| file_error("restart journal after saving", &path, e))?;
         Ok(HashMap::from([
             ("generation", info.generation),
@@ -129,49 +159,52 @@ impl ConnTable {
         wall: Option<f64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let (now, wall) = (seconds(now), wall_seconds(wall));
-        let (inner, open) = (&mut self.inner, self.journal.take());
+        let inner = &mut self.inner;
         let report = py.detach(|| {
-            drop(open);
+            drop(inner.detach_journal());
             inner.load(&path, journal.as_deref(), now, wall)
         });
+        self.state = None;
         self.generation = report.generation;
         report_dict(py, &report)
     }
 
-    /// Journal every datagram `apply` applies, following the last snapshot
-    /// saved or loaded; returns the records kept from an earlier run.
+    /// Journal every change to the table (whatever applies it), following the
+    /// last snapshot saved or loaded; returns the records kept from an earlier run.
     #[pyo3(signature = (path, wall=None))]
     fn journal_open(&mut self, py: Python<'_>, path: PathBuf, wall: Option<f64>) -> PyResult<u64> {
-        let (generation, wall, old) = (self.generation, wall_seconds(wall), self.journal.take());
+        let (generation, wall, inner) = (self.generation, wall_seconds(wall), &mut self.inner);
         let journal = py
             .detach(|| {
-                drop(old);
+                drop(inner.detach_journal());
                 Journal::open(&path, generation, wall)
             })
             .map_err(|e| file_error("open journal", &path, e))?;
         let kept = journal.records();
-        self.journal = Some(journal);
+        self.inner.attach_journal(journal);
+        self.state = None;
         Ok(kept)
     }
 
     /// Raise the journal's write error, if any; with `sync`, wait for the disk.
     #[pyo3(signature = (sync=false))]
     fn journal_flush(&mut self, py: Python<'_>, sync: bool) -> PyResult<()> {
-        let Some(journal) = self.journal.as_mut() else { return Ok(()) };
+        let Some(journal) = self.inner.journal_mut() else { return Ok(()) };
         let done = py.detach(|| if sync { journal.sync() } else { journal.flush() });
         done.map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("journal: {e}"))))
     }
 
     /// Write what is buffered and close the journal.
     fn journal_close(&mut self, py: Python<'_>) -> PyResult<()> {
-        let Some(mut journal) = self.journal.take() else { return Ok(()) };
+        let Some(mut journal) = self.inner.detach_journal() else { return Ok(()) };
+        self.state = None;
         let done = py.detach(move || journal.flush());
         done.map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("journal: {e}"))))
     }
 
     /// generation, records, bytes and dropped of the open journal.
     fn journal_stats(&self) -> Option<HashMap<&'static str, u64>> {
-        self.journal.as_ref().map(|j| {
+        self.inner.journal().map(|j| {
             HashMap::from([
                 ("generation", j.generation()),
                 ("records", j.records()),
@@ -181,14 +214,50 @@ impl ConnTable {
         })
     }
 
+    /// Restore from the state files of `path`, write the result as a fresh
+    /// snapshot and journal every later change; checkpoints then go there.
+    #[pyo3(signature = (path, now=None, wall=None))]
+    fn open_state<'py>(
+        &mut self,
+        py: Python<'py>,
+        path: PathBuf,
+        now: Option<f64>,
+        wall: Option<f64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if self.busy.load(Ordering::Acquire) {
+            return Err(PyRuntimeError::new_err("a checkpoint is under way"));
+        }
+        let (now, wall, files) = (seconds(now), wall_seconds(wall), StateFiles::new(&path));
+        let inner = &mut self.inner;
+        let report =
+            py.detach(|| inner.open_state(&files, now, wall)).map_err(|e| file_error("open state", &path, e))?;
+        self.generation = self.inner.journal().map_or(0, Journal::generation);
+        self.state = Some(files);
+        report_dict(py, &report)
+    }
+
+    /// Begin a checkpoint to the files of `open_state`: the journal goes on in
+    /// the next segment at once; the capture and the write are the Checkpoint's.
+    #[pyo3(signature = (now=None, wall=None))]
+    fn checkpoint(&mut self, now: Option<f64>, wall: Option<f64>) -> PyResult<Checkpoint> {
+        let Some(files) = &self.state else {
+            return Err(PyRuntimeError::new_err("no state files open (open_state first)"));
+        };
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Err(PyRuntimeError::new_err("a checkpoint is under way"));
+        }
+        let begun = table::Checkpoint::begin(&mut self.inner, files, seconds(now), wall_seconds(wall));
+        let capture = begun.map_err(|e| {
+            self.busy.store(false, Ordering::Release);
+            file_error("begin checkpoint", &files.next, e)
+        })?;
+        Ok(Checkpoint { capture: Some(capture), pending: None, busy: Arc::clone(&self.busy) })
+    }
+
     #[pyo3(signature = (now=None, wall=None))]
     fn expire(&mut self, py: Python<'_>, now: Option<f64>, wall: Option<f64>) -> usize {
         let now = seconds(now);
-        let (inner, journal) = (&mut self.inner, &mut self.journal);
-        py.detach(|| match journal {
-            None => inner.expire(now),
-            Some(journal) => journal.expire(inner, now, wall_seconds(wall)),
-        })
+        self.stamped(py, wall, |t| t.expire(now))
     }
 
     fn __len__(&self) -> usize {
@@ -246,5 +315,55 @@ impl ConnTable {
 
     fn memory_bytes(&self) -> usize {
         self.inner.memory_bytes()
+    }
+}
+
+/// A snapshot being taken while the table goes on changing: captured a step
+/// at a time on the loop, then written (the slow part) from any thread.
+#[pyclass(module = "understudy._core")]
+pub struct Checkpoint {
+    capture: Option<table::Checkpoint>,
+    pending: Option<Pending>,
+    /// The table's: cleared when this is committed or dropped.
+    busy: Arc<AtomicBool>,
+}
+
+#[pymethods]
+impl Checkpoint {
+    /// Capture up to `entries` more slots of `table` (the one that began it);
+    /// True once the whole table is in.
+    #[pyo3(signature = (table, entries=16384))]
+    fn step(&mut self, table: PyRef<'_, ConnTable>, entries: usize) -> bool {
+        let Some(capture) = self.capture.as_mut() else { return true };
+        if !capture.step(&table.inner, entries) {
+            return false;
+        }
+        self.pending = self.capture.take().map(table::Checkpoint::finish);
+        true
+    }
+
+    /// Write the snapshot (fsync, rename) and make the journal follow it; GIL
+    /// released, so run it in a thread. Returns generation, entries, bytes, wall.
+    fn commit(&mut self, py: Python<'_>) -> PyResult<HashMap<&'static str, u64>> {
+        let Some(pending) = self.pending.take() else {
+            return Err(PyRuntimeError::new_err("not captured yet, or already committed"));
+        };
+        let result = py.detach(|| pending.commit());
+        self.busy.store(false, Ordering::Release);
+        let info =
+            result.map_err(|e| PyOSError::new_err((e.raw_os_error().unwrap_or(0), format!("checkpoint: {e}"))))?;
+        Ok(HashMap::from([
+            ("generation", info.generation),
+            ("entries", info.entries),
+            ("bytes", info.bytes),
+            ("wall", info.wall),
+        ]))
+    }
+}
+
+impl Drop for Checkpoint {
+    /// One never committed leaves its journal segment, which the next checkpoint goes on with.
+    fn drop(&mut self) {
+        self.busy.store(false, Ordering::Release);
     }
 }

@@ -58,8 +58,10 @@ impl SyncReceiver {
     #[pyo3(signature = (table, now=None))]
     fn drain(&mut self, py: Python<'_>, mut table: PyRefMut<'_, ConnTable>, now: Option<f64>) -> PyResult<(u64, u64)> {
         let now = seconds(now);
-        let (inner, table) = (&mut self.inner, &mut table.inner);
-        let drained = py.detach(|| inner.drain(table, now)).map_err(|e| os_error("receive", e))?;
+        let (inner, core) = (&mut self.inner, &mut table.inner);
+        let drained = py.detach(|| inner.drain(core, now));
+        table.handoff();
+        let drained = drained.map_err(|e| os_error("receive", e))?;
         Ok((drained.datagrams, drained.applied))
     }
 

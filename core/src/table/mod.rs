@@ -16,7 +16,9 @@ use crate::wire::sync::{
     ConnRepr, ConnView, EncodeError, Entry, Error, Message, MessageBuilder, OptionRepr, SeqData, Verdict, Version,
     OPT_PE_DATA, OPT_PE_NAME, OPT_SEQ_DATA,
 };
-pub use persist::{wall_clock, Fault, Journal, LoadReport, Snapshot, SnapshotInfo};
+pub use persist::{
+    wall_clock, Capture, Checkpoint, Fault, Journal, LoadReport, Pending, Snapshot, SnapshotInfo, StateFiles,
+};
 pub use stats::Stats;
 use store::{Addr, Key, Slot, Store, EXTRA_DATA, EXTRA_PE_KEYED};
 use wheel::Wheel;
@@ -74,6 +76,8 @@ const V6_BIT: u32 = 1 << 31;
 pub struct ConnTable {
     config: TableConfig,
     state: State,
+    /// Where every change is recorded, when attached (see `persist`).
+    journal: Option<Journal>,
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +120,7 @@ impl Default for ConnTable {
 
 impl ConnTable {
     pub fn new(config: TableConfig) -> Self {
-        ConnTable { config, state: State::default() }
+        ConnTable { config, state: State::default(), journal: None }
     }
 
     pub fn config(&self) -> &TableConfig {
@@ -187,6 +191,9 @@ impl ConnTable {
         }
         outcome.applied = batch.len() as u32;
         state.stats.applied += u64::from(outcome.applied);
+        if let (Some(journal), true) = (&mut self.journal, outcome.applied > 0) {
+            journal.append(bytes);
+        }
         outcome
     }
 
@@ -206,6 +213,9 @@ impl ConnTable {
         let tick = self.state.tick(now);
         let n = self.state.expire(tick);
         self.state.stats.expired += n as u64;
+        if let (Some(journal), true) = (&mut self.journal, n > 0) {
+            journal.append_expiry();
+        }
         n
     }
 
@@ -283,6 +293,7 @@ impl ConnTable {
         (builder.finish(), None)
     }
 
+    /// Empty the table. Not journaled: save a snapshot after clearing.
     pub fn clear(&mut self) {
         let base = self.state.base;
         let stats = core::mem::take(&mut self.state.stats);

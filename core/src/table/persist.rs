@@ -24,6 +24,11 @@
 //! snapshot and truncating the journal leaves one) is not replayed, since its
 //! datagrams are older than the snapshot's content.
 //!
+//! Attached to the table ([`ConnTable::attach_journal`]), the journal records
+//! whatever applies datagrams or expires entries; a [`Checkpoint`] then takes
+//! a new snapshot without stopping the table, the journal going on in a
+//! second segment meanwhile (see `checkpoint`).
+//!
 //! Formats (integers big-endian, as on the wire; CRC-32 IEEE):
 //!
 //! ```text
@@ -41,6 +46,7 @@
 //! clock (`now`) may have any origin and restarts with the process, so only
 //! the wall clock can tell how long Understudy was down.
 
+mod checkpoint;
 mod crc;
 mod journal;
 mod snapshot;
@@ -50,8 +56,9 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use checkpoint::{Checkpoint, Pending, StateFiles};
 pub use journal::Journal;
-pub use snapshot::{Snapshot, SnapshotInfo};
+pub use snapshot::{Capture, Snapshot, SnapshotInfo};
 
 use super::store::Key;
 use super::wheel::Wheel;
@@ -151,6 +158,14 @@ impl ConnTable {
     /// ones are read up to the damage. Configuration and counters are kept:
     /// restoring is not receiving.
     pub fn load(&mut self, snapshot: &Path, journal: Option<&Path>, now: u64, wall: u64) -> LoadReport {
+        self.load_segments(snapshot, journal.as_slice(), now, wall)
+    }
+
+    /// [`load`](ConnTable::load) with the journal in segments, oldest first:
+    /// the first that follows the snapshot is replayed, and every one after
+    /// it (each continues the one before; see [`Checkpoint`]). Segments
+    /// before it are superseded by the snapshot.
+    pub(crate) fn load_segments(&mut self, snapshot: &Path, journals: &[&Path], now: u64, wall: u64) -> LoadReport {
         let mut report = LoadReport::default();
         // Build in a table on a clock of wall seconds since `origin`, where
         // every datagram can be replayed at its own time; then rebase.
@@ -170,18 +185,34 @@ impl ConnTable {
         };
         report.generation = generation.unwrap_or(0);
         let mut origin = origin;
-        match journal.map(open) {
-            None | Some(Ok(None)) => {}
-            Some(Ok(Some(file))) => {
-                report.journal_found = true;
-                let size = file.metadata().map_or(0, |m| m.len());
-                let mut r = BufReader::with_capacity(1 << 20, file);
-                journal::replay(&mut r, size, generation, &mut origin, &mut scratch, &mut report);
+        let (mut replayed, mut stale, mut stale_bytes) = (false, false, 0);
+        for path in journals {
+            match open(path) {
+                Ok(None) => {}
+                Ok(Some(file)) => {
+                    report.journal_found = true;
+                    let size = file.metadata().map_or(0, |m| m.len());
+                    let mut r = BufReader::with_capacity(1 << 20, file);
+                    let before = (report.journal_fault, report.journal_lost_bytes);
+                    let follows = |g| replayed || generation == Some(g);
+                    if journal::replay(&mut r, size, follows, &mut origin, &mut scratch, &mut report) {
+                        replayed = true;
+                    } else if report.journal_fault == Some(Fault::Stale) {
+                        // Superseded, unless no segment follows the snapshot.
+                        stale = true;
+                        stale_bytes += report.journal_lost_bytes - before.1;
+                        (report.journal_fault, report.journal_lost_bytes) = before;
+                    }
+                }
+                Err(fault) => {
+                    report.journal_found = true;
+                    report.journal_fault = Some(fault);
+                }
             }
-            Some(Err(fault)) => {
-                report.journal_found = true;
-                report.journal_fault = Some(fault);
-            }
+        }
+        if stale && !replayed {
+            report.journal_fault = report.journal_fault.or(Some(Fault::Stale));
+            report.journal_lost_bytes += stale_bytes;
         }
         let elapsed = clamp(wall.saturating_sub(origin.unwrap_or(wall)));
         let to = self.state.tick(now);
@@ -390,7 +421,7 @@ impl FileHeader {
 }
 
 /// A fresh generation: random, never 0 (which names the empty table).
-fn new_generation() -> u64 {
+pub(crate) fn new_generation() -> u64 {
     use std::hash::BuildHasher;
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     std::collections::hash_map::RandomState::new().hash_one(nanos).max(1)

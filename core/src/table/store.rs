@@ -130,7 +130,7 @@ impl<A: Addr> Store<A> {
     }
 
     /// Ids handed out so far, live or free.
-    fn allocated(&self) -> u32 {
+    pub fn allocated(&self) -> u32 {
         self.chunks.iter().map(|c| c.len() as u32).sum()
     }
 

@@ -8,13 +8,15 @@ root-only admin socket (`--socket`, default /run/understudy/admin.sock).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from understudy.admin import DEFAULT_SOCKET, AdminError, request, stream
-from understudy.cli.common import EXIT_OK, Subparsers, fail
+from understudy.cli.common import EXIT_OK, EXIT_USAGE, Subparsers, fail
 from understudy.config import ConfigError, load_config
 
 EXIT_FAILED = 1
@@ -87,13 +89,19 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
-def _run(args: argparse.Namespace) -> int:
+def load_for_run(args: argparse.Namespace) -> Any:
+    """Logging set up, then the config of `--config`/`--node`; None (after the error) if it is bad."""
     setup_logging(args.log_level, args.log_format)
     try:
-        config = load_config(args.config, args.node)
+        return load_config(args.config, args.node)
     except ConfigError as e:
-        return fail(str(e))
-    return run_daemon(config)
+        fail(str(e))
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_for_run(args)
+    return EXIT_USAGE if config is None else run_daemon(config)
 
 
 def run_daemon(config: Any) -> int:
@@ -141,16 +149,27 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def admin_command(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command that talks to the daemon: its refusal is a one-line error, exit 1."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except AdminError as e:
+            print(f"understudy: error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+
+    return run
+
+
 def _ask(args: argparse.Namespace, command: str, payload: dict[str, Any] | None = None) -> Any:
     return request(args.socket, command, payload)
 
 
+@admin_command
 def _status(args: argparse.Namespace) -> int:
-    try:
-        s = _ask(args, "status")
-    except AdminError as e:
-        print(f"understudy: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    s = _ask(args, "status")
     if args.json:
         print(json.dumps(s, indent=2))
         return EXIT_OK
@@ -194,25 +213,18 @@ def format_status(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@admin_command
 def _server(args: argparse.Namespace) -> int:
     payload = {"action": args.action, "service": args.service, "server": args.server, "weight": args.weight,
                "forward": args.forward}
-    try:
-        changes = _ask(args, "server", payload)
-    except AdminError as e:
-        print(f"understudy: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    for change in changes:
+    for change in _ask(args, "server", payload):
         print(change)
     return EXIT_OK
 
 
+@admin_command
 def _reload(args: argparse.Namespace) -> int:
-    try:
-        result = _ask(args, "reload")
-    except AdminError as e:
-        print(f"understudy: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    result = _ask(args, "reload")
     for change in result["changes"]:
         print(change)
     if result["restart_needed"]:
@@ -220,11 +232,8 @@ def _reload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@admin_command
 def _events(args: argparse.Namespace) -> int:
-    try:
-        for event in stream(args.socket, "events", {"recent": args.recent}):
-            print(json.dumps(event), flush=True)
-    except AdminError as e:
-        print(f"understudy: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    for event in stream(args.socket, "events", {"recent": args.recent}):
+        print(json.dumps(event), flush=True)
     return EXIT_OK

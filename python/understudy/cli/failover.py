@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
-from understudy.admin import DEFAULT_SOCKET, AdminError, request
-from understudy.cli.common import EXIT_OK, Subparsers, add_group, fail
-from understudy.config import ConfigError, load_config
+from understudy.admin import DEFAULT_SOCKET, request
+from understudy.cli.common import EXIT_OK, EXIT_USAGE, Subparsers, add_group, fail
+from understudy.cli.director import admin_command, load_for_run, run_daemon
 from understudy.config.director import SyncConfig
 
-EXIT_FAILED = 1
 
 
 def register(subparsers: Subparsers) -> None:
@@ -37,25 +35,16 @@ def register(subparsers: Subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from understudy.cli.director import setup_logging
-
-    setup_logging(args.log_level, args.log_format)
-    try:
-        config = load_config(args.config, args.node)
-    except ConfigError as e:
-        return fail(str(e))
+    config = load_for_run(args)
+    if config is None:
+        return EXIT_USAGE
     if config.cluster is None:
         return fail(f"{args.config}: no [cluster] section: nothing to fail over")
-    from understudy.cli.director import run_daemon
-
     return run_daemon(dataclasses.replace(config, services=(), sync=SyncConfig()))
 
 
+@admin_command
 def _switch(args: argparse.Namespace) -> int:
-    try:
-        result = request(args.socket, "switch", {"to": args.to})
-    except AdminError as e:
-        print(f"understudy: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
+    result = request(args.socket, "switch", {"to": args.to})
     print(f"switching to node {result['switching_to']}")
     return EXIT_OK

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from understudy.cli.common import EXIT_OK, Subparsers, fail
-from understudy.sync.roles import KernelFeeder, KernelListener, RelayBackup, RelayPrimary, read_key
+from understudy.sync.roles import SAVE_EVERY, KernelFeeder, KernelListener, RelayBackup, RelayPrimary, read_key
 
 DEFAULT_STATS = Path("/run/understudy")
 
@@ -82,7 +82,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stats-file", type=Path, help="where to keep counters (default /run/understudy/sync-ROLE.json)")
     parser.add_argument("--duration", type=float, help="stop after this many seconds (default: until signalled)")
     parser.add_argument("--state-file", type=Path,
-                        help="keep the table across restarts: loaded at start, saved every 10 s and at stop")
+                        help="keep the table across restarts and crashes: loaded at start, every change journaled, "
+                        "a checkpoint every --save-every seconds and at stop")
+    parser.add_argument("--save-every", type=float, default=SAVE_EVERY, metavar="SECONDS",
+                        help=f"seconds between checkpoints of the state file (default {SAVE_EVERY:g})")
 
 
 def _stats_file(args: argparse.Namespace, role: str) -> Path:
@@ -115,7 +118,8 @@ async def _run(roles: list[Any], duration: float | None) -> None:
 
 def _listen(args: argparse.Namespace) -> int:
     listener = KernelListener(args.interface, group=args.group, port=args.port, syncid=args.syncid,
-                              stats_file=_stats_file(args, "listen"), state_file=args.state_file)
+                              stats_file=_stats_file(args, "listen"), state_file=args.state_file,
+                              save_every=args.save_every)
     roles: list[Any] = [listener]
     if args.feed_interface:
         roles.append(KernelFeeder(args.feed_interface, listener.table, syncid=args.syncid))
@@ -135,14 +139,16 @@ def _relay(args: argparse.Namespace) -> int:
             return fail("sync relay primary: needs --kernel-interface and at least one --peer or a --group")
         role: Any = RelayPrimary(node=args.node, key=key, key_id=args.key_id, kernel_interface=args.kernel_interface,
                                  bind=args.bind, peers=args.peer, port=args.port, stats_file=stats_file,
-                                 state_file=args.state_file, seed=args.seed_from_kernel, syncid=args.syncid,
+                                 state_file=args.state_file, save_every=args.save_every,
+                                 seed=args.seed_from_kernel, syncid=args.syncid,
                                  device=args.device, group=args.group, ttl=args.ttl, window=args.window)
     else:
         if not args.primary:
             return fail("sync relay backup: needs --primary")
         role = RelayBackup(node=args.node, key=key, key_id=args.key_id, bind=args.bind, primary=args.primary,
                            kernel_interface=args.kernel_interface, port=args.port, stats_file=stats_file,
-                           state_file=args.state_file, device=args.device, group=args.group)
+                           state_file=args.state_file, save_every=args.save_every, device=args.device,
+                           group=args.group)
     return _main([role], args.duration)
 
 

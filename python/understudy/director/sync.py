@@ -40,6 +40,7 @@ class SyncSwitch:
         self._ipvs = ipvs
         self._lock = asyncio.Lock()
         self.switches = 0
+        self.state: Any = None
 
     # --- subsystem ----------------------------------------------------------------
 
@@ -80,12 +81,12 @@ class SyncSwitch:
         if role == Role.PRIMARY:
             peers = [str(addr) for node, addr in s.addresses if node != me]
             return RelayPrimary(node=me, key=c.key, key_id=c.key_id, port=s.port, table=self.table,
-                                state_file=s.state_file, kernel_interface=s.interface, bind=str(s.address(me)),
+                                kernel_interface=s.interface, bind=str(s.address(me)),
                                 peers=peers, seed=True, syncid=s.syncid)
         if primary is None or primary == me:
             return None  # no primary to hear yet
         return RelayBackup(node=me, key=c.key, key_id=c.key_id, port=s.port, table=self.table,
-                           state_file=s.state_file, bind=str(s.address(me)), primary=str(s.address(primary)),
+                           bind=str(s.address(me)), primary=str(s.address(primary)),
                            kernel_interface=s.interface)
 
     async def _stop_relay(self) -> None:
@@ -123,6 +124,8 @@ class SyncSwitch:
                                "caught_up": self.caught_up, "primary": self.primary, "switches": self.switches}
         if self.relay is not None:
             out["relay"] = self.relay.stats().get("relay", {})
+        if self.state is not None:
+            out["state"] = self.state.stats()
         return out
 
 

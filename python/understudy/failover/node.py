@@ -92,6 +92,7 @@ class FailoverNode:
         self._advertised: NodeState | None = None
         self._advertised_primary: int | None = None
         self._seen: set[int] = set()
+        self._dual = False
         self.since = clock()
         self.transitions = 0
 
@@ -156,7 +157,10 @@ class FailoverNode:
     # --- the loop -----------------------------------------------------------
 
     async def _loop(self) -> None:
-        period = self.config.interval_ms / 1000
+        # Heartbeat events wake us for every change; the timer is only for what time
+        # alone decides (initial dead time, failback delay): no need to follow a 2 ms
+        # heartbeat, which would wake Python 500 times a second for nothing.
+        period = max(self.config.interval_ms / 1000, 0.05)
         changed: asyncio.Future[Any] | None = None
         woken: asyncio.Task[bool] | None = None
         try:
@@ -190,12 +194,13 @@ class FailoverNode:
         seen = {p.node for p in peers}
         if self.role == Role.PRIMARY:
             dual = [p.node for p in peers if p.role == Role.PRIMARY]
-            if dual:
+            if dual and not self._dual:
                 self.events.publish("dual-primary", node=self.config.node, others=dual, kept=True)
-            if seen - self._seen:
-                # A peer (re)joined: across a split it may have held the VIPs and
-                # pointed the neighbours at itself. Ours is the role: announce again.
+            if (dual and not self._dual) or seen - self._seen:
+                # Another primary met, or a peer (re)joined: across a split it may have
+                # held the VIPs and pointed the neighbours at itself. Announce ours again.
                 await self.vips.announce()
+            self._dual = bool(dual)
         self._seen = seen
         if decision.role == self.role and self.primary != self.known_primary and self._on_role is not None:
             # Same role, new primary (a backup among three): follow it.

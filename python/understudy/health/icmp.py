@@ -30,6 +30,8 @@ _UNREACH_V4 = {0: "network unreachable", 1: "host unreachable", 3: "port unreach
 _UNREACH_V6 = {0: "no route", 1: "administratively prohibited", 3: "address unreachable", 4: "port unreachable"}
 _READ_BURST = 512  # datagrams drained per wake-up, so one busy socket cannot starve the loop
 _TOKEN_LEN = 8
+RCVBUF = 8 << 20
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; the socket module does not name it
 
 
 def _checksum(data: bytes) -> int:
@@ -72,6 +74,11 @@ class Pinger:
             sock = socket.socket(family, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
             self.kind = "raw"
         self._sock = sock
+        # Replies to a burst of probes arrive together: room for thousands (CAP_NET_ADMIN may exceed rmem_max).
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         if self.kind == "dgram":
             # The kernel sets the echo identifier to the socket's "port", and delivers only replies to it.
             sock.bind(("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0))

@@ -234,7 +234,7 @@ class Check:
     retries: int = 0
     retry_delay: float = 0.2
     # A name for logs (say, the virtual service's); not part of the check's identity.
-    label: str = field(default="", compare=False)
+    label: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.timeout is None and isinstance(self.interval, (int, float)):
@@ -287,6 +287,32 @@ def _payload(table: dict[str, Any], key: str) -> bytes | None:
     return None
 
 
+_BOOL_KEYS = {"tls", "verify", "require_reply", "recursion", "dynamic_weight"}
+_STR_KEYS = {"address", "method", "path", "body_regex", "body_digest", "host", "sni", "ca_file", "name", "qtype",
+             "expect_rcode", "expect_regex", "label"}
+_INT_KEYS = {"port", "max_body", "payload_size", "rise", "fall", "retries"}
+
+
+def _check_types(table: Mapping[str, Any]) -> None:
+    """TOML gives typed values; refuse a wrong type here, before it can mean something else."""
+    for key, value in table.items():
+        if key in _BOOL_KEYS and not isinstance(value, bool):
+            raise _fail(key, value, "true or false")
+        if key in _STR_KEYS and not isinstance(value, str):
+            raise _fail(key, value, "a string")
+        if key in _INT_KEYS and (isinstance(value, bool) or not isinstance(value, int)):
+            raise _fail(key, value, "an integer")
+    for key, kind, what in (("argv", str, "strings"), ("expect_status", int, "integers")):
+        value = table.get(key)
+        items = value if isinstance(value, list) else [] if value is None else [value]
+        if any(not isinstance(v, kind) or isinstance(v, bool) for v in items):
+            raise _fail(key, value, f"a list of {what}")
+    if table.get("type") == "dns" and "expect" in table:
+        expect = table["expect"]
+        if not isinstance(expect, list) or not all(isinstance(v, str) for v in expect):
+            raise _fail("expect", expect, "a list of strings")
+
+
 def check_from_mapping(table: Mapping[str, Any], *, address: str | None = None, port: int | None = None) -> Check:
     """Build a `Check` from one config table (`type = "http"`, …; see docs/health.md).
 
@@ -294,6 +320,7 @@ def check_from_mapping(table: Mapping[str, Any], *, address: str | None = None, 
     check table need not repeat them. Unknown keys and bad values raise
     `CheckConfigError`.
     """
+    _check_types(table)
     rest = dict(table)
     kind = rest.pop("type", None)
     if kind not in PROBE_TYPES:

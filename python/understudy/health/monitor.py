@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import logging
 import math
 import time
@@ -101,8 +102,13 @@ class Watch:
             self._monitor._unwatch(self)
 
 
+_FIRE, _RETRY, _EXPIRE = 0, 1, 2  # what a timer-heap item does when it comes due
+_MIN_TICK = 0.001  # s; due items are served in batches at most this often
+_MAX_BATCH = 256  # items served per tick before the loop polls I/O again
+
+
 class _Entry:
-    __slots__ = ("check", "offset", "watches", "due", "attempt", "timer", "pending", "up", "weight", "ok_run",
+    __slots__ = ("check", "offset", "watches", "due", "attempt", "gen", "pending", "up", "weight", "ok_run",
                  "failed_run", "runs", "failed_runs", "retries", "skipped", "last")
 
     def __init__(self, check: Check, offset: float) -> None:
@@ -111,7 +117,7 @@ class _Entry:
         self.watches: list[Watch] = []
         self.due = 0.0  # monotonic time of the next (or current) run
         self.attempt = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.gen = 0  # bumped per attempt and at halt: older heap items for this entry are stale
         self.pending: tcp.Connect | asyncio.Task[Result] | None = None
         self.up: bool | None = None
         self.weight: int | None = None
@@ -140,6 +146,11 @@ class Monitor:
         self._late: deque[float] = deque(maxlen=lateness_window)
         self._late_max = 0.0
         self._late_count = 0
+        self._heap: list[tuple[float, int, int, _Entry, int]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._ticking = False
 
     # --- subscriptions ----------------------------------------------------------
     def watch(self, check: Check, on_change: Callable[[StateChange], None]) -> Watch:
@@ -148,7 +159,7 @@ class Monitor:
         if entry is None:
             entry = self._entries[check] = _Entry(check, spread_offset(check) if self.spread else 0.0)
             if self._loop is not None:
-                self._spawn(entry)
+                self._spawn(entry, time.monotonic())
         w = Watch(self, check, on_change)
         entry.watches.append(w)
         if entry.up is not None and entry.last is not None and self._loop is not None:
@@ -207,7 +218,7 @@ class Monitor:
         self._loop = asyncio.get_running_loop()
         self._epoch = time.monotonic()
         for entry in self._entries.values():
-            self._spawn(entry)
+            self._spawn(entry, self._epoch)
 
     async def stop(self) -> None:
         """Stop all probes and close shared sockets (idempotent); watches are kept."""
@@ -216,30 +227,70 @@ class Monitor:
         tasks = [t for e in self._entries.values() if isinstance(t := e.pending, asyncio.Task)]
         for entry in self._entries.values():
             self._halt(entry)
+        self._heap.clear()
+        self._rearm()  # an empty heap: cancels the timer
         await asyncio.gather(*tasks, return_exceptions=True)
         icmp.close_pingers()
+        tcp.close_poller()
         self._loop = None
 
     # --- running ----------------------------------------------------------------
-    # Each check is a small state machine on loop callbacks (timer -> attempt ->
-    # result -> timer), not a task: at 10,000 checks a second a sleeping task per
-    # check cost twice the CPU (bench/health_bench.py).
-    def _spawn(self, entry: _Entry) -> None:
-        # The first slot of this check's grid that is not in the past.
-        now = time.monotonic()
+    # Each check is a small state machine on loop callbacks (fire -> attempt ->
+    # result -> next fire), not a task, and its times (next run, retry, TCP
+    # timeout) wait in one heap served by a single loop timer: at 10,000 checks a
+    # second a sleeping task per check, or a loop timer per run and per timeout,
+    # cost up to twice the CPU (bench/health_bench.py).
+    def _push(self, when: float, action: int, entry: _Entry) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, action, entry, entry.gen))
+        if when < self._timer_at and not self._ticking:
+            self._rearm()
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = math.inf
+        if self._heap and self._loop is not None:
+            now = time.monotonic()
+            self._timer_at = max(self._heap[0][0], now + _MIN_TICK)
+            self._timer = self._loop.call_later(self._timer_at - now, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._ticking = True
+        try:
+            self._serve_due()
+        finally:
+            self._ticking = False
+            self._rearm()
+
+    def _serve_due(self) -> None:
+        # Only what was due when the tick began, and a bounded batch: a loop that
+        # has fallen behind must still get back to its I/O (connects completing).
+        heap, now = self._heap, time.monotonic()
+        for _ in range(_MAX_BATCH):
+            if not heap or heap[0][0] > now:
+                return
+            _, _, action, entry, gen = heapq.heappop(heap)
+            if gen != entry.gen or self._entries.get(entry.check) is not entry:
+                continue  # halted, removed, or an attempt that already ended
+            if action == _FIRE:
+                self._fire(entry)
+            elif action == _RETRY:
+                self._attempt(entry)
+            elif isinstance(entry.pending, tcp.Connect):
+                entry.pending.expire()
+
+    def _spawn(self, entry: _Entry, now: float) -> None:
+        # The first slot of this check's grid that is not before `now`.
         entry.due = self._epoch + entry.offset
         if entry.due < now:
             entry.due += math.ceil((now - entry.due) / entry.check.interval) * entry.check.interval
-        self._arm(entry)
-
-    def _arm(self, entry: _Entry) -> None:
-        assert self._loop is not None
-        entry.timer = self._loop.call_later(max(0.0, entry.due - time.monotonic()), self._fire, entry)
+        self._push(entry.due, _FIRE, entry)
 
     def _halt(self, entry: _Entry) -> None:
-        if entry.timer is not None:
-            entry.timer.cancel()
-            entry.timer = None
+        entry.gen += 1
         if entry.pending is not None:
             entry.pending.cancel()
             entry.pending = None
@@ -255,10 +306,12 @@ class Monitor:
 
     def _attempt(self, entry: _Entry) -> None:
         assert self._loop is not None
-        entry.timer = None
+        entry.gen += 1
         probe = entry.check.probe
         if type(probe) is TcpProbe:
-            entry.pending = tcp.Connect(probe, entry.check.timeout, lambda r: self._attempted(entry, r))
+            # The timeout is a heap item, not a timer of its own.
+            entry.pending = tcp.Connect(probe, None, lambda r: self._attempted(entry, r))
+            self._push(time.monotonic() + entry.check.timeout, _EXPIRE, entry)
         else:
             task = self._loop.create_task(run_probe(probe, entry.check.timeout))
             task.add_done_callback(lambda t: self._task_done(entry, t))
@@ -272,10 +325,11 @@ class Monitor:
         if self._loop is None or self._entries.get(entry.check) is not entry:
             return  # stopped or removed meanwhile
         entry.pending = None
+        entry.gen += 1  # this attempt's timeout item is void
         if not result.ok and entry.attempt < entry.check.retries:
             entry.attempt += 1
             entry.retries += 1
-            entry.timer = self._loop.call_later(entry.check.retry_delay, self._attempt, entry)
+            self._push(time.monotonic() + entry.check.retry_delay, _RETRY, entry)
             return
         self._record(entry, result)
         interval = entry.check.interval
@@ -285,7 +339,7 @@ class Monitor:
             missed = math.ceil((now - entry.due) / interval)
             entry.skipped += missed
             entry.due += missed * interval
-        self._arm(entry)
+        self._push(entry.due, _FIRE, entry)
 
     def _record(self, e: _Entry, result: Result) -> None:
         e.runs += 1

@@ -30,6 +30,7 @@ _REASONS = {
     errno.EADDRNOTAVAIL: "address not available",
     errno.EMFILE: "out of file descriptors",
     errno.ENFILE: "out of file descriptors",
+    errno.ENOBUFS: "no buffer space (link down?)",
 }
 
 

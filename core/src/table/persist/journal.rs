@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use super::{be32, be64, crc, read_exact, read_prefix, Fault, FileHeader, LoadReport};
-use crate::table::{ConnTable, Outcome};
+use super::{be32, be64, crc, read_exact, read_prefix, wall_clock, Fault, FileHeader, LoadReport};
+use crate::table::ConnTable;
 
 /// First bytes of a journal file.
 pub const MAGIC: [u8; 8] = *b"USTYJRNL";
@@ -47,6 +47,11 @@ pub struct Journal {
     records: u64,
     bytes: u64,
     dropped: u64,
+    /// Records are stamped with this wall time instead of the clock's.
+    stamp: Option<u64>,
+    /// Table clock and wall time at which [`switch`](Journal::switch) started
+    /// this segment: the point a checkpoint's snapshot is taken as of.
+    switched: Option<(u64, u64)>,
     shared: Arc<Shared>,
     commands: Option<mpsc::Sender<Command>>,
     writer: Option<JoinHandle<()>>,
@@ -97,7 +102,13 @@ impl Shared {
 enum Command {
     Write(Vec<u8>),
     Sync(mpsc::Sender<io::Result<()>>),
-    Restart { generation: u64, wall: u64, done: mpsc::Sender<io::Result<()>> },
+    Restart {
+        generation: u64,
+        wall: u64,
+        done: mpsc::Sender<io::Result<()>>,
+    },
+    /// Go on in another file (its header already written).
+    Switch(File),
 }
 
 impl Journal {
@@ -129,6 +140,8 @@ impl Journal {
             records,
             bytes,
             dropped: 0,
+            stamp: None,
+            switched: None,
             shared,
             commands: Some(commands),
             writer: Some(writer),
@@ -155,29 +168,37 @@ impl Journal {
         self.dropped
     }
 
-    /// Record one datagram applied at `wall` (seconds since the epoch).
-    /// Empty ones are not datagrams (see [`expire`](Journal::expire)) and are ignored.
-    pub fn append(&mut self, datagram: &[u8], wall: u64) {
+    /// Where [`switch`](Journal::switch) last started a segment: (table clock, wall).
+    pub fn switched(&self) -> Option<(u64, u64)> {
+        self.switched
+    }
+
+    /// Stamp records with `wall` (seconds since the epoch) instead of the
+    /// clock's reading; `None` goes back to the clock.
+    pub fn stamp(&mut self, wall: Option<u64>) {
+        self.stamp = wall;
+    }
+
+    /// Record one datagram that changed the table, stamped now.
+    /// Empty ones are not datagrams (see [`append_expiry`](Journal::append_expiry)) and are ignored.
+    pub fn append(&mut self, datagram: &[u8]) {
         if !datagram.is_empty() {
-            self.record(datagram, wall);
+            self.record(datagram);
         }
     }
 
-    /// Expire `table` at `now`; if that removed anything, record it as an
-    /// empty record, so that a replay expires where the table did (an update
-    /// re-creates an expired entry but refreshes a live one).
-    pub fn expire(&mut self, table: &mut ConnTable, now: u64, wall: u64) -> usize {
-        let expired = table.expire(now);
-        if expired > 0 {
-            self.record(&[], wall);
-        }
-        expired
+    /// Record that the table expired entries now (an empty record), so that
+    /// a replay expires where the table did (an update re-creates an expired
+    /// entry but refreshes a live one).
+    pub fn append_expiry(&mut self) {
+        self.record(&[]);
     }
 
-    fn record(&mut self, datagram: &[u8], wall: u64) {
+    fn record(&mut self, datagram: &[u8]) {
         if datagram.len() > MAX_RECORD || self.shared.failed.load(Ordering::Relaxed) {
             return;
         }
+        let wall = self.stamp.unwrap_or_else(wall_clock);
         // The CRC is the writer's to fill in.
         self.buf.extend_from_slice(&(datagram.len() as u32).to_be_bytes());
         self.buf.extend_from_slice(&wall.to_be_bytes());
@@ -190,26 +211,6 @@ impl Journal {
             // A failure is kept for the caller's next flush.
             let _ = self.flush();
         }
-    }
-
-    /// Apply a datagram to `table` and record it if it changed anything.
-    pub fn apply(&mut self, table: &mut ConnTable, datagram: &[u8], now: u64, wall: u64) -> Outcome {
-        let outcome = table.apply_datagram(datagram, now);
-        if outcome.applied > 0 {
-            self.append(datagram, wall);
-        }
-        outcome
-    }
-
-    /// [`apply`](Journal::apply) each datagram; returns the entries applied.
-    pub fn apply_batch<'a, I: IntoIterator<Item = &'a [u8]>>(
-        &mut self,
-        table: &mut ConnTable,
-        datagrams: I,
-        now: u64,
-        wall: u64,
-    ) -> u64 {
-        datagrams.into_iter().map(|d| u64::from(self.apply(table, d, now, wall).applied)).sum()
     }
 
     /// Hand the buffered records to the writer thread; does not wait for it.
@@ -256,6 +257,25 @@ impl Journal {
         self.generation = generation;
         self.records = 0;
         self.bytes = FileHeader::len(false) as u64;
+        self.switched = None;
+        Ok(())
+    }
+
+    /// Go on in a new file at `path` following the snapshot of `generation`,
+    /// which a checkpoint starts capturing now (`now` on the table's clock,
+    /// `wall` since the epoch). Records so far go to the old file; the new
+    /// one is created with its header before this returns, so a crash leaves
+    /// it readable. Does not wait for the writer.
+    pub fn switch(&mut self, path: &Path, generation: u64, now: u64, wall: u64) -> io::Result<()> {
+        // A writer that failed leaves the buffer here: it goes to the new file.
+        let _ = self.flush();
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+        let len = restart(&mut file, generation, wall)?;
+        self.send(Command::Switch(file))?;
+        self.generation = generation;
+        self.records = self.buffered;
+        self.bytes = len + self.buf.len() as u64;
+        self.switched = Some((now, wall));
         Ok(())
     }
 
@@ -304,6 +324,10 @@ fn write_loop(mut file: File, queue: &mpsc::Receiver<Command>, shared: &Shared) 
                 shared.clear();
                 let result = restart(&mut file, generation, wall).map(|_| ()).inspect_err(|e| shared.fail(e));
                 let _ = done.send(result);
+            }
+            Command::Switch(next) => {
+                shared.clear();
+                file = next;
             }
         }
     }
@@ -369,28 +393,29 @@ fn scan<R: Read>(r: &mut R, generation: u64) -> Option<(u64, u64)> {
 
 /// Replay a journal of `size` bytes into `table`, a build table whose tick 0
 /// is `origin` (the snapshot's wall time; the journal's own when there was
-/// no snapshot). Only a journal following `generation` is replayed.
+/// no snapshot). Only a journal whose generation `follows` is replayed;
+/// returns whether it was.
 pub(super) fn replay<R: Read>(
     r: &mut R,
     size: u64,
-    generation: Option<u64>,
+    follows: impl Fn(u64) -> bool,
     origin: &mut Option<u64>,
     table: &mut ConnTable,
     report: &mut LoadReport,
-) {
+) -> bool {
     let header = match FileHeader::read(r, &MAGIC, false) {
         Ok(h) => h,
         Err(fault) => {
             report.journal_fault = Some(fault);
-            report.journal_lost_bytes = size;
-            return;
+            report.journal_lost_bytes += size;
+            return false;
         }
     };
     let mut at = FileHeader::len(false) as u64;
-    if generation != Some(header.generation) {
+    if !follows(header.generation) {
         report.journal_fault = Some(Fault::Stale);
-        report.journal_lost_bytes = size.saturating_sub(at);
-        return;
+        report.journal_lost_bytes += size.saturating_sub(at);
+        return false;
     }
     let origin = *origin.get_or_insert(header.wall);
     let mut buf = Vec::new();
@@ -410,9 +435,10 @@ pub(super) fn replay<R: Read>(
             }
             Err(fault) => {
                 report.journal_fault = Some(fault);
-                report.journal_lost_bytes = size.saturating_sub(at);
+                report.journal_lost_bytes += size.saturating_sub(at);
                 break;
             }
         }
     }
+    true
 }

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::{be32, crc, new_generation, read_exact, read_prefix, restore_block, Fault, FileHeader, LoadReport};
-use crate::table::ConnTable;
+use crate::table::{ConnTable, V6_BIT};
 use crate::wire::sync::{ConnRepr, Header, HeaderRepr, Version, V1_HEADER_LEN};
 
 /// First bytes of a snapshot file.
@@ -42,23 +42,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Encode `table` as of `now` (its clock) and `wall` (seconds since the epoch).
     pub fn capture(table: &ConnTable, now: u64, wall: u64) -> Snapshot {
-        let header_len = FileHeader::len(true);
-        let mut bytes = Vec::with_capacity(header_len + table.len() * 48);
-        bytes.resize(header_len, 0);
-        let mut block = Block::default();
-        let mut entries = 0;
-        for record in table.iter() {
-            // Entries the table holds came off the wire, so they always encode.
-            let Ok(len) = record.conn.buffer_len(Version::V1) else { continue };
-            let remaining = u32::try_from(record.expires.saturating_sub(now)).unwrap_or(u32::MAX);
-            entries += block.push(&mut bytes, &record.conn, len, remaining);
-        }
-        entries += block.close(&mut bytes);
-        let info = SnapshotInfo { generation: new_generation(), wall, entries, bytes: bytes.len() as u64 };
-        let mut header = Vec::with_capacity(header_len);
-        FileHeader { generation: info.generation, wall, entries }.emit(&MAGIC, true, &mut header);
-        bytes[..header_len].copy_from_slice(&header);
-        Snapshot { bytes, info }
+        let mut capture = Capture::new(new_generation(), now, wall);
+        capture.step(table, usize::MAX);
+        capture.finish()
     }
 
     pub fn info(&self) -> SnapshotInfo {
@@ -89,6 +75,91 @@ impl Snapshot {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         File::open(dir)?.sync_all()?;
         Ok(self.info)
+    }
+}
+
+/// A snapshot taken a part at a time, so that a large table is never held
+/// up for long: between two [`step`](Capture::step)s the table may change.
+///
+/// Slot ids do not change while a connection lives, so one that lives through
+/// the whole capture is met exactly once; one created, changed or removed
+/// meanwhile may be met in either state, or not at all. Such a "fuzzy"
+/// snapshot is made exact by replaying every datagram applied since the
+/// capture began, which the journal [switched](super::Journal::switch) to
+/// this generation holds: each carries the whole state of its connections,
+/// and an entry in either state ends, after the replay, in the state the
+/// last datagram gave it (expiry sweeps are replayed in order too).
+/// Lifetimes are all taken as of the start (`now`), the replay's origin.
+#[derive(Debug)]
+pub struct Capture {
+    bytes: Vec<u8>,
+    block: Block,
+    entries: u64,
+    now: u64,
+    generation: u64,
+    wall: u64,
+    /// Next slot id to visit; IPv6 ids carry `V6_BIT`, after all IPv4 ones.
+    cursor: u32,
+    done: bool,
+}
+
+impl Capture {
+    /// Start a snapshot of `generation` as of `now` (the table's clock) and `wall`.
+    pub fn new(generation: u64, now: u64, wall: u64) -> Capture {
+        let bytes = vec![0; FileHeader::len(true)];
+        Capture { bytes, block: Block::default(), entries: 0, now, generation, wall, cursor: 0, done: false }
+    }
+
+    /// Encode the next `max` slots (live or free) of `table`; returns true once
+    /// every slot has been visited.
+    pub fn step(&mut self, table: &ConnTable, max: usize) -> bool {
+        if self.done {
+            return true;
+        }
+        let state = &table.state;
+        if self.cursor == 0 {
+            // All at once, with room for growth: a reallocation later would
+            // copy the whole buffer within one step.
+            self.bytes.reserve(table.len() * 54);
+        }
+        let mut left = max;
+        while left > 0 {
+            let v6 = self.cursor & V6_BIT != 0;
+            let (id, end) = (self.cursor & !V6_BIT, if v6 { state.v6.allocated() } else { state.v4.allocated() });
+            if id >= end {
+                if v6 {
+                    self.done = true;
+                    break;
+                }
+                self.cursor = V6_BIT;
+                continue;
+            }
+            let stop = end.min(id.saturating_add(u32::try_from(left).unwrap_or(u32::MAX)));
+            for i in id..stop {
+                let live = if v6 { state.v6.live(i).is_some() } else { state.v4.live(i).is_some() };
+                if live {
+                    let record = state.record(i | (self.cursor & V6_BIT));
+                    // Entries the table holds came off the wire, so they always encode.
+                    let Ok(len) = record.conn.buffer_len(Version::V1) else { continue };
+                    let remaining = u32::try_from(record.expires.saturating_sub(self.now)).unwrap_or(u32::MAX);
+                    self.entries += self.block.push(&mut self.bytes, &record.conn, len, remaining);
+                }
+            }
+            left -= (stop - id) as usize;
+            self.cursor = stop | (self.cursor & V6_BIT);
+        }
+        self.done
+    }
+
+    /// The snapshot file's content (call once [`step`](Capture::step) returned true).
+    pub fn finish(mut self) -> Snapshot {
+        self.entries += self.block.close(&mut self.bytes);
+        let (generation, wall, entries) = (self.generation, self.wall, self.entries);
+        let mut header = Vec::with_capacity(FileHeader::len(true));
+        FileHeader { generation, wall, entries }.emit(&MAGIC, true, &mut header);
+        self.bytes[..header.len()].copy_from_slice(&header);
+        let info = SnapshotInfo { generation, wall, entries, bytes: self.bytes.len() as u64 };
+        Snapshot { bytes: self.bytes, info }
     }
 }
 
