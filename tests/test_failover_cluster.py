@@ -311,6 +311,13 @@ def test_manual_switch_from_any_node(cluster):
     c.wait_owner(2)
     assert c.never_two_holders(), c.holdings()
     assert all(o == [2] for o in c.watch_owners(0.5))  # pinned: no failback to node 0
+    # Standby for maintenance: node 2 hands over and stays out until released.
+    out = subprocess.run([*UNDERSTUDY, "failover", "standby", "on", "--socket", c.socket(2)],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    c.wait_owner(0)
+    assert c.role(2) == "backup" and c.status(2)["failover"]["reason"] == "standby"
+    assert c.never_two_holders(), c.holdings()
 
 
 def test_partitioned_pair_heals_to_one_primary(cluster):

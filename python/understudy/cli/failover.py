@@ -33,6 +33,14 @@ def register(subparsers: Subparsers) -> None:
     switch.add_argument("--socket", default=str(DEFAULT_SOCKET), metavar="PATH")
     switch.set_defaults(handler=_switch)
 
+    standby = commands.add_parser(
+        "standby", help="keep this node backup (on), or let it compete again (off)",
+        description="Manual standby: this node hands over if it is primary and never takes the VIPs "
+        "while standby is on (for maintenance).")
+    standby.add_argument("state", choices=("on", "off"))
+    standby.add_argument("--socket", default=str(DEFAULT_SOCKET), metavar="PATH")
+    standby.set_defaults(handler=_standby)
+
 
 def _run(args: argparse.Namespace) -> int:
     config = load_for_run(args)
@@ -47,4 +55,11 @@ def _run(args: argparse.Namespace) -> int:
 def _switch(args: argparse.Namespace) -> int:
     result = request(args.socket, "switch", {"to": args.to})
     print(f"switching to node {result['switching_to']}")
+    return EXIT_OK
+
+
+@admin_command
+def _standby(args: argparse.Namespace) -> int:
+    result = request(args.socket, "standby", {"on": args.state == "on"})
+    print(f"standby {'on' if result['standby'] else 'off'}")
     return EXIT_OK

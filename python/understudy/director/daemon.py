@@ -203,6 +203,13 @@ class Director:
             self.failover.switch_to(target)
             return {"switching_to": target}
 
+        async def standby(args: dict[str, Any]) -> Any:
+            if self.failover is None:
+                raise ValueError("no [cluster] configured")
+            on = bool(args.get("on", True))
+            self.failover.node.standby(on)
+            return {"standby": on}
+
         async def events(args: dict[str, Any]) -> AsyncIterator[Any]:
             for e in self.events.recent() if args.get("recent") else []:
                 yield e
@@ -213,6 +220,7 @@ class Director:
         a.command("server", server)
         a.command("reload", reload)
         a.command("switch", switch)
+        a.command("standby", standby)
         a.stream("events", events)
 
 
