@@ -157,12 +157,11 @@ def decide(
     policy: Policy,
     *,
     tiebreaker_up: bool = False,
-    preempt_ready: bool = False,
 ) -> Decision:
     """The role `me` should take now, given the live peers' latest states.
 
-    `preempt_ready`: this node has been eligible and caught up for the
-    failback delay (tracked by `Election`, which knows the time).
+    Time plays no part here: `Election` sets PREEMPT once this node has been
+    ready for the failback delay.
     """
     members = [me] + [p for p in peers if p.node in policy.nodes and p.node != me.node]
     if me.role == Role.STOPPING:
