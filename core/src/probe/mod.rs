@@ -13,4 +13,4 @@
 
 mod engine;
 
-pub use engine::{Outcome, Prober, Spec, Stats, BATCH_NS};
+pub use engine::{Outcome, Prober, Spec, Stats, BATCH_NS, TICK_NS};
