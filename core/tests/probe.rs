@@ -158,3 +158,16 @@ fn probe_refuses_reserved_ids_and_zero_interval() {
     assert_eq!(p.add([(u64::MAX, spec(a, 1000, 1000))]), Err(u64::MAX));
     assert_eq!(p.add([(1, spec(a, 0, 1000))]), Err(1));
 }
+
+#[test]
+fn probe_survives_extreme_times() {
+    let p = Prober::start().unwrap();
+    let a = acceptor("127.0.0.1:0");
+    let far = Spec { first_due_ns: u64::MAX, interval_ns: u64::MAX, timeout_ns: u64::MAX, ..spec(a, 1000, 1000) };
+    let past = Spec { first_due_ns: 1, interval_ns: u64::MAX / 2, timeout_ns: u64::MAX, ..spec(a, 1000, 1000) };
+    p.add([(1, far), (2, past)]).unwrap();
+    let got = collect(&p, 1, Duration::from_secs(3));
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].id, got[0].errno), (2, 0));
+    assert!(p.running());
+}

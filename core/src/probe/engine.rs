@@ -328,7 +328,7 @@ impl Runner {
                     return;
                 }
                 c.sock = Some(sock);
-                self.heap.push(Reverse((now + c.spec.timeout_ns, id, c.gen, Action::Expire)));
+                self.heap.push(Reverse((now.saturating_add(c.spec.timeout_ns), id, c.gen, Action::Expire)));
             }
             Err(e) => self.finish(id, e, now),
         }
@@ -348,16 +348,17 @@ impl Runner {
         c.gen = c.gen.wrapping_add(1);
         if err != 0 && c.attempt < c.spec.retries {
             c.attempt += 1;
-            self.heap.push(Reverse((now + c.spec.retry_delay_ns, id, c.gen, Action::Retry)));
+            self.heap.push(Reverse((now.saturating_add(c.spec.retry_delay_ns), id, c.gen, Action::Retry)));
             return;
         }
         let interval = c.spec.interval_ns;
-        c.due_ns += interval;
+        // Saturating: times come from the caller, and a far-off one must not panic the thread.
+        c.due_ns = c.due_ns.saturating_add(interval);
         let mut skipped = 0;
         if c.due_ns < now {
             // The run overran its slot: skip the missed ones, no burst.
             skipped = (now - c.due_ns).div_ceil(interval);
-            c.due_ns += skipped * interval;
+            c.due_ns = c.due_ns.saturating_add(skipped.saturating_mul(interval));
         }
         self.heap.push(Reverse((c.due_ns, id, c.gen, Action::Fire)));
         self.ready.push(Outcome {
@@ -385,7 +386,7 @@ impl Runner {
     }
 
     fn rearm(&mut self) {
-        let next = self.heap.peek().map(|Reverse((w, ..))| w.div_ceil(TICK_NS) * TICK_NS);
+        let next = self.heap.peek().map(|Reverse((w, ..))| w.div_ceil(TICK_NS).saturating_mul(TICK_NS));
         let at = match (next, self.flush_ns) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or(0),
