@@ -106,7 +106,7 @@ impl TcpProber {
 
     /// Stop the thread, closing connects in flight; idempotent.
     fn stop(&mut self, py: Python<'_>) {
-        py.allow_threads(|| self.inner.stop());
+        py.detach(|| self.inner.stop());
     }
 
     /// Whether the thread runs.

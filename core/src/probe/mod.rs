@@ -10,6 +10,13 @@
 //! [`BATCH_NS`] and drains the whole batch, so its cost per check is one tuple
 //! and the rise/fall bookkeeping. Lateness does not depend on how busy the
 //! asyncio loop is, only on this thread.
+//!
+//! What per-check CPU is left is the kernel's: runs due within one [`TICK_NS`]
+//! fire together (one wake for many), and a connect that has completed by the
+//! time `connect()` returns (loopback, a near server) is judged at once with a
+//! zero-timeout `poll()`, never registered with epoll. Measured in
+//! bench/health_bench.py: 36 µs per check on loopback, as much as a blocking
+//! connect + close loop.
 
 mod engine;
 
