@@ -6,7 +6,8 @@ child process for the same duration, and reports its CPU (user + system, as a
 fraction of one core, from getrusage) and how late its checks started
 (actual start minus scheduled start: p50, p99, max):
 
-* understudy: `understudy.health.Monitor`, one probe loop per check, spread.
+* understudy: `understudy.health.Monitor`, checks spread; its TCP checks run in
+  the core's prober thread (`_core.TcpProber`), whose CPU is also shown apart.
 * naive: one asyncio task per check, `asyncio.wait_for(asyncio.open_connection())`,
   all starting together — the obvious implementation, on the same uvloop.
 * keepalived (TCP_CHECK for every real server) is tried first: its checker
@@ -74,12 +75,28 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
             "max": ordered[-1]}
 
 
+def thread_cpu(name: str) -> float:
+    """CPU seconds (user + system) of this process's thread called `name`, from /proc; 0 if none."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def run_understudy(servers: int, seconds: float, warmup: float) -> dict[str, object]:
     import uvloop
 
     from understudy.health import Check, Monitor, StateChange, TcpProbe
 
     ups = downs = 0
+    why: dict[str, int] = {}
 
     def changed(change: StateChange) -> None:
         nonlocal ups, downs
@@ -87,6 +104,7 @@ def run_understudy(servers: int, seconds: float, warmup: float) -> dict[str, obj
             ups += 1
         else:
             downs += 1
+            why[change.reason] = why.get(change.reason, 0) + 1
 
     async def main() -> dict[str, object]:
         monitor = Monitor()
@@ -95,9 +113,9 @@ def run_understudy(servers: int, seconds: float, warmup: float) -> dict[str, obj
         await monitor.start()
         await asyncio.sleep(warmup)
         monitor.reset_lateness()
-        before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        before, t0, prober0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), thread_cpu("us-prober")
         await asyncio.sleep(seconds)
-        after, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        after, t1, prober1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), thread_cpu("us-prober")
         late = monitor.lateness()
         failed = sum(s.failed_runs for c in monitor.checks if (s := monitor.status(c)) is not None)
         runs = sum(s.runs for c in monitor.checks if (s := monitor.status(c)) is not None)
@@ -105,7 +123,7 @@ def run_understudy(servers: int, seconds: float, warmup: float) -> dict[str, obj
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         return {"cpu": cpu / (t1 - t0), "user": (after.ru_utime - before.ru_utime) / (t1 - t0),
                 "p50": late.p50, "p99": late.p99, "max": late.max, "checks": late.count, "runs": runs,
-                "failed_runs": failed, "up": ups, "down": downs}
+                "failed_runs": failed, "up": ups, "down": downs, "why": why, "prober": (prober1 - prober0) / (t1 - t0)}
 
     return uvloop.run(main())
 
@@ -249,9 +267,12 @@ def main() -> None:
         print(f"{side:<12}{r['cpu']:>12.3f}{r['user']:>8.3f}{rate:>10.0f}"
               f"{float(r['cpu']) / max(rate, 1) * 1e6:>9.1f}us{float(r['p50']) * 1e3:>8.1f}ms"  # type: ignore[arg-type]
               f"{float(r['p99']) * 1e3:>8.1f}ms{float(r['max']) * 1e3:>8.1f}ms{r['failed_runs']:>13}")  # type: ignore[arg-type]
-    print(f"understudy: {ours['up']} servers reported up, {ours['down']} down; {ours['runs']} runs "
+    print(f"understudy: {ours['up']} servers reported up, {ours['down']} down {ours['why']}; {ours['runs']} runs "
           f"({float(ours['checks']) / args.seconds:.0f} checks/s measured)")  # type: ignore[arg-type]
     per_check = float(ours["cpu"]) / (float(ours["checks"]) / args.seconds)  # type: ignore[arg-type]
+    prober = float(ours["prober"])  # type: ignore[arg-type]
+    print(f"understudy split: prober thread {prober:.3f} core, the rest (asyncio loop: rise/fall per batch) "
+          f"{float(ours['cpu']) - prober:.3f} core")  # type: ignore[arg-type]
     floor_cpu = float(floor["cpu_per_connect"])  # type: ignore[arg-type]
     print(f"CPU per check: understudy {per_check * 1e6:.1f} us; floor (blocking connect + close loop, no "
           f"scheduler) {floor_cpu * 1e6:.1f} us, of which system {float(floor['sys_per_connect']) * 1e6:.1f} us "  # type: ignore[arg-type]

@@ -3,12 +3,13 @@ retries, one probe shared by equal checks, spread, lateness, runtime changes,
 dynamic weights, idempotent start/stop."""
 
 import asyncio
+import os
 import socket
 import time
 
-from health_servers import run
+from health_servers import free_port, run
 
-from understudy.health import Check, Monitor, ScriptProbe, TcpProbe
+from understudy.health import Check, Monitor, ScriptProbe, TcpProbe, tcp
 from understudy.health.monitor import spread_offset
 
 
@@ -259,5 +260,76 @@ def test_a_server_that_never_answers_times_out_on_schedule():
         for s in [full, *fillers]:
             s.close()
     assert [(c.up, c.reason) for c in changes] == [(False, "timeout")]
-    assert 0.09 <= changes[0].result.latency < 0.2  # expired by the monitor's own timer heap
+    assert 0.09 <= changes[0].result.latency < 0.2  # expired by the prober's timer
     assert 3 <= status.runs <= 4 and status.failed_runs == status.runs and status.skipped == 0
+
+
+def test_many_tcp_checks_run_in_the_core_prober_and_report_in_batches():
+    # 1,000 servers (127.0.x.y, one listener on all of them), each checked every 0.2 s:
+    # the prober schedules and connects; the monitor sees batches of results.
+    async def go():
+        srv = await asyncio.start_server(lambda r, w: w.close(), "0.0.0.0", 0, backlog=4096)
+        port = srv.sockets[0].getsockname()[1]
+        checks = [Check(TcpProbe(f"127.0.{i // 250}.{i % 250 + 1}", port), interval=0.2, timeout=0.2)
+                  for i in range(999)] + [Check(TcpProbe("127.0.0.1", free_port()), interval=0.2)]
+        monitor = Monitor()
+        changes = []
+        batches = []
+        for c in checks:
+            monitor.watch(c, changes.append)
+        await monitor.start()
+        prober = monitor._prober
+        while prober is None:  # made on the first batch submitted, one loop turn after start
+            await asyncio.sleep(0.01)
+            prober = monitor._prober
+        prober_drain = prober.drain
+
+        class Counting:  # count results per drain: the monitor must not see them one by one
+            def __getattr__(self, name):
+                return getattr(prober, name)
+
+            def drain(self):
+                got = prober_drain()
+                batches.append(len(got))
+                return got
+
+        monitor._prober = Counting()
+        await asyncio.sleep(1.1)
+        status = {c: monitor.status(c) for c in checks}
+        threads_before = len(os.listdir("/proc/self/task"))
+        await monitor.stop()
+        srv.close()
+        threads_after = len(os.listdir("/proc/self/task"))
+        return checks, changes, status, batches, threads_before, threads_after, monitor.lateness()
+
+    checks, changes, status, batches, before, after, late = run(go)
+    assert len({c.probe.address for c in checks[:-1]}) == 999
+    assert sorted((c.check.probe.port != checks[-1].probe.port, c.up) for c in changes) == \
+        [(False, False)] + [(True, True)] * 999
+    assert changes[[c.check for c in changes].index(checks[-1])].reason == "refused"
+    bad = [(c, s) for c, s in status.items()
+           if not 4 <= s.runs <= 7 or s.failed_runs != (s.runs if c is checks[-1] else 0)]
+    assert not bad, bad[:3]
+    assert sum(batches) >= 4000 and len(batches) < sum(batches) / 10  # tens of results per wake
+    assert late.count >= 4000
+    assert after == before - 1  # the prober's thread (not a Python one) ended with stop()
+
+
+def test_tcp_check_over_ipv6_and_a_zoned_address():
+    async def go():
+        srv = Switchable("::1")
+        await srv.on()
+        check = Check(TcpProbe("::1", srv.port), interval=0.05, timeout=0.05)
+        monitor = Monitor()
+        changes = []
+        monitor.watch(check, changes.append)
+        await monitor.start()
+        await wait_for(lambda: changes)
+        await monitor.stop()
+        await srv.off()
+        return changes
+
+    changes = run(go)
+    assert [(c.up, c.reason) for c in changes] == [(True, "")]
+    assert tcp.target("fe80::1%lo") == ("fe80::1", socket.if_nametoindex("lo"))
+    assert tcp.target("fe80::1%7") == ("fe80::1", 7) and tcp.target("::1") == ("::1", 0)

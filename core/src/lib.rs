@@ -8,6 +8,7 @@ pub mod heartbeat;
 pub mod ipvs;
 pub mod netif;
 pub mod netlink;
+pub mod probe;
 pub mod proto;
 pub mod replication;
 pub mod table;

@@ -18,6 +18,7 @@ __all__ = [
     "Checkpoint",
     "ConnTable",
     "HeartbeatEngine",
+    "TcpProber",
     "Message",
     "PrimaryRelay",
     "SyncError",
@@ -446,3 +447,28 @@ class HeartbeatEngine:
         """Counters per path (drops by reason), timer lateness, real-time grant, CPU."""
     def reset_lateness(self) -> None:
         """Forget the timer lateness measured so far."""
+
+@final
+class TcpProber:
+    """TCP connect checks on their own thread (epoll + timerfd), which owns their
+    schedule; outcomes queue behind `fileno()` (an eventfd), handed over in
+    batches. Used by `understudy.health.Monitor` for every TCP check."""
+
+    def __new__(cls) -> TcpProber: ...
+    def add(self, checks: Sequence[tuple[int, str, int, int, float, float, float, int, float]]) -> None:
+        """Schedule checks (an id already scheduled is replaced): (id, address, port,
+        scope_id, first_due, interval, timeout, retries, retry_delay); times in seconds,
+        `first_due` on `time.monotonic()`'s clock."""
+    def remove(self, ids: Sequence[int]) -> None:
+        """Unschedule checks; an attempt in flight reports nothing."""
+    def fileno(self) -> int:
+        """The eventfd, readable while outcomes are queued."""
+    def drain(self) -> list[tuple[int, int, float, float, int, int]]:
+        """Every queued outcome, oldest first: (id, errno (0 = connected), latency,
+        late, retries, skipped); times in seconds."""
+    def stats(self) -> dict[str, Any]:
+        """Counters: checks, connects, dropped, cpu_seconds (of the prober thread)."""
+    def stop(self) -> None:
+        """Stop the thread, closing connects in flight; idempotent."""
+    def running(self) -> bool:
+        """Whether the thread runs."""

@@ -7,6 +7,7 @@ mod errors;
 mod heartbeat;
 mod ipvs;
 mod netif;
+mod probe;
 mod replication;
 mod sync;
 mod table;
@@ -32,6 +33,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<replication::PrimaryRelay>()?;
     m.add_class::<replication::BackupRelay>()?;
     m.add_class::<heartbeat::HeartbeatEngine>()?;
+    m.add_class::<probe::TcpProber>()?;
     m.add_function(wrap_pyfunction!(sync::decode, m)?)?;
     m.add_function(wrap_pyfunction!(sync::decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(sync::encode, m)?)?;

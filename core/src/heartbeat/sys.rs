@@ -151,6 +151,12 @@ impl Epoll {
     }
 }
 
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 /// Run the calling thread under SCHED_FIFO at `priority` (1–99).
 pub fn set_fifo(priority: i32) -> io::Result<()> {
     let param = libc::sched_param { sched_priority: priority };

@@ -6,6 +6,12 @@ spreads checks across their interval by a hash of the check (the same check
 always lands at the same phase), and the lateness of every run (actual start
 minus scheduled start) is recorded. A run that overruns its slot skips the
 slots it missed rather than firing them late in a burst.
+
+TCP checks, the bulk of a large director's, run in the core's prober
+(`_core.TcpProber`): it owns their grid, connects, timeouts and retries on its
+own thread, and hands results over in batches; here each result only updates
+rise/fall state. The other kinds run as loop callbacks and tasks on the same
+grid rules.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from understudy._core import TcpProber
 from understudy.health import dns, http, icmp, script, tcp, udp
 from understudy.health.model import (Check, DnsProbe, HttpProbe, IcmpProbe, Probe, ScriptProbe, TcpProbe,
                                      UdpProbe)
-from understudy.health.result import Result
+from understudy.health.result import Result, os_reason
 
 __all__ = ["CheckStatus", "Lateness", "Monitor", "StateChange", "Watch", "run_probe"]
 
@@ -102,14 +109,14 @@ class Watch:
             self._monitor._unwatch(self)
 
 
-_FIRE, _RETRY, _EXPIRE = 0, 1, 2  # what a timer-heap item does when it comes due
+_FIRE, _RETRY = 0, 1  # what a timer-heap item does when it comes due
 _MIN_TICK = 0.001  # s; due items are served in batches at most this often
 _MAX_BATCH = 256  # items served per tick before the loop polls I/O again
 
 
 class _Entry:
-    __slots__ = ("check", "offset", "watches", "due", "attempt", "gen", "pending", "up", "weight", "ok_run",
-                 "failed_run", "runs", "failed_runs", "retries", "skipped", "last")
+    __slots__ = ("check", "offset", "watches", "due", "attempt", "gen", "pending", "probe_id", "up", "weight",
+                 "ok_run", "failed_run", "runs", "failed_runs", "retries", "skipped", "last")
 
     def __init__(self, check: Check, offset: float) -> None:
         self.check = check
@@ -118,7 +125,8 @@ class _Entry:
         self.due = 0.0  # monotonic time of the next (or current) run
         self.attempt = 0
         self.gen = 0  # bumped per attempt and at halt: older heap items for this entry are stale
-        self.pending: tcp.Connect | asyncio.Task[Result] | None = None
+        self.pending: asyncio.Task[Result] | None = None
+        self.probe_id = 0  # the TCP prober's id for this check; 0 when not there
         self.up: bool | None = None
         self.weight: int | None = None
         self.ok_run = self.failed_run = self.runs = self.failed_runs = self.retries = self.skipped = 0
@@ -151,6 +159,10 @@ class Monitor:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._ticking = False
+        self._prober: TcpProber | None = None
+        self._probe_ids: dict[int, _Entry] = {}
+        self._last_id = 0
+        self._to_submit: list[tuple[int, str, int, int, float, float, float, int, float]] = []
 
     # --- subscriptions ----------------------------------------------------------
     def watch(self, check: Check, on_change: Callable[[StateChange], None]) -> Watch:
@@ -224,22 +236,25 @@ class Monitor:
         """Stop all probes and close shared sockets (idempotent); watches are kept."""
         if self._loop is None:
             return
-        tasks = [t for e in self._entries.values() if isinstance(t := e.pending, asyncio.Task)]
+        tasks = [t for e in self._entries.values() if (t := e.pending) is not None]
+        if self._prober is not None:  # first: then halting each check needs no call into it
+            self._loop.remove_reader(self._prober.fileno())
+            self._prober.stop()
+            self._prober = None
+        self._to_submit.clear()
         for entry in self._entries.values():
             self._halt(entry)
         self._heap.clear()
         self._rearm()  # an empty heap: cancels the timer
         await asyncio.gather(*tasks, return_exceptions=True)
         icmp.close_pingers()
-        tcp.close_poller()
         self._loop = None
 
     # --- running ----------------------------------------------------------------
-    # Each check is a small state machine on loop callbacks (fire -> attempt ->
-    # result -> next fire), not a task, and its times (next run, retry, TCP
-    # timeout) wait in one heap served by a single loop timer: at 10,000 checks a
-    # second a sleeping task per check, or a loop timer per run and per timeout,
-    # cost up to twice the CPU (bench/health_bench.py).
+    # Each non-TCP check is a small state machine on loop callbacks (fire ->
+    # attempt -> result -> next fire), not a task, and its times (next run,
+    # retry) wait in one heap served by a single loop timer: a sleeping task
+    # per check, or a loop timer per run, cost up to twice the CPU.
     def _push(self, when: float, action: int, entry: _Entry) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, action, entry, entry.gen))
@@ -277,20 +292,68 @@ class Monitor:
                 continue  # halted, removed, or an attempt that already ended
             if action == _FIRE:
                 self._fire(entry)
-            elif action == _RETRY:
+            else:
                 self._attempt(entry)
-            elif isinstance(entry.pending, tcp.Connect):
-                entry.pending.expire()
 
     def _spawn(self, entry: _Entry, now: float) -> None:
         # The first slot of this check's grid that is not before `now`.
         entry.due = self._epoch + entry.offset
         if entry.due < now:
             entry.due += math.ceil((now - entry.due) / entry.check.interval) * entry.check.interval
-        self._push(entry.due, _FIRE, entry)
+        if type(entry.check.probe) is TcpProbe:
+            self._submit(entry)
+        else:
+            self._push(entry.due, _FIRE, entry)
+
+    # --- TCP checks, in the core's prober ---------------------------------------
+    def _submit(self, entry: _Entry) -> None:
+        # Checks spawned together (all of them at start) go to the prober in one call.
+        assert self._loop is not None
+        self._last_id += 1
+        entry.probe_id = self._last_id
+        self._probe_ids[entry.probe_id] = entry
+        c = entry.check
+        probe = c.probe
+        assert isinstance(probe, TcpProbe)
+        address, scope = tcp.target(probe.address)
+        self._to_submit.append((entry.probe_id, address, probe.port, scope, entry.due, c.interval, c.timeout,
+                                c.retries, c.retry_delay))
+        if len(self._to_submit) == 1:
+            self._loop.call_soon(self._flush_submits)
+
+    def _flush_submits(self) -> None:
+        batch = [t for t in self._to_submit if t[0] in self._probe_ids]  # not halted meanwhile
+        self._to_submit = []
+        if not batch or self._loop is None:
+            return
+        if self._prober is None:
+            self._prober = TcpProber()
+            self._loop.add_reader(self._prober.fileno(), self._probed)
+        self._prober.add(batch)
+
+    def _probed(self) -> None:
+        if self._prober is None:
+            return
+        ids, late = self._probe_ids, self._late
+        for probe_id, err, latency, late_s, retries, skipped in self._prober.drain():
+            entry = ids.get(probe_id)
+            if entry is None:
+                continue  # removed while its result was queued
+            late.append(late_s)
+            self._late_count += 1
+            if late_s > self._late_max:
+                self._late_max = late_s
+            entry.retries += retries
+            entry.skipped += skipped
+            self._record(entry, Result(True, "", latency) if err == 0 else Result(False, os_reason(err), latency))
 
     def _halt(self, entry: _Entry) -> None:
         entry.gen += 1
+        if entry.probe_id:
+            del self._probe_ids[entry.probe_id]
+            if self._prober is not None:
+                self._prober.remove([entry.probe_id])
+            entry.probe_id = 0
         if entry.pending is not None:
             entry.pending.cancel()
             entry.pending = None
@@ -307,15 +370,9 @@ class Monitor:
     def _attempt(self, entry: _Entry) -> None:
         assert self._loop is not None
         entry.gen += 1
-        probe = entry.check.probe
-        if type(probe) is TcpProbe:
-            # The timeout is a heap item, not a timer of its own.
-            entry.pending = tcp.Connect(probe, None, lambda r: self._attempted(entry, r))
-            self._push(time.monotonic() + entry.check.timeout, _EXPIRE, entry)
-        else:
-            task = self._loop.create_task(run_probe(probe, entry.check.timeout))
-            task.add_done_callback(lambda t: self._task_done(entry, t))
-            entry.pending = task
+        task = self._loop.create_task(run_probe(entry.check.probe, entry.check.timeout))
+        task.add_done_callback(lambda t: self._task_done(entry, t))
+        entry.pending = task
 
     def _task_done(self, entry: _Entry, task: asyncio.Task[Result]) -> None:
         if not task.cancelled():
@@ -325,7 +382,7 @@ class Monitor:
         if self._loop is None or self._entries.get(entry.check) is not entry:
             return  # stopped or removed meanwhile
         entry.pending = None
-        entry.gen += 1  # this attempt's timeout item is void
+        entry.gen += 1
         if not result.ok and entry.attempt < entry.check.retries:
             entry.attempt += 1
             entry.retries += 1
