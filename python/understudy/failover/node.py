@@ -31,6 +31,9 @@ __all__ = ["FailoverNode", "HeartbeatPort", "VipPort", "policy_of"]
 
 log = logging.getLogger("understudy.failover")
 
+#: How long a node that gave up the primary role asks the holder to announce.
+REANNOUNCE_FOR = 1.0
+
 
 class HeartbeatPort(Protocol):
     """What the node needs of the heartbeat engine."""
@@ -92,7 +95,9 @@ class FailoverNode:
         self._advertised: NodeState | None = None
         self._advertised_primary: int | None = None
         self._seen: set[int] = set()
+        self._asking: set[int] = set()
         self._dual = False
+        self._yielded_at: float | None = None
         self.since = clock()
         self.transitions = 0
 
@@ -192,16 +197,20 @@ class FailoverNode:
             self._advertise(now=True)
         peers = self.heartbeat.peers()
         seen = {p.node for p in peers}
+        asking = {p.node for p in peers if p.flags & Flags.REANNOUNCE}
         if self.role == Role.PRIMARY:
             dual = [p.node for p in peers if p.role == Role.PRIMARY]
             if dual and not self._dual:
                 self.events.publish("dual-primary", node=self.config.node, others=dual, kept=True)
-            if (dual and not self._dual) or seen - self._seen:
-                # Another primary met, or a peer (re)joined: across a split it may have
-                # held the VIPs and pointed the neighbours at itself. Announce ours again.
+            if (dual and not self._dual) or seen - self._seen or asking - self._asking:
+                # Another primary met, a peer (re)joined, or one just gave the role up:
+                # it may have pointed the neighbours at itself. Announce ours again.
                 await self.vips.announce()
             self._dual = bool(dual)
-        self._seen = seen
+        self._seen, self._asking = seen, asking
+        if self._yielded_at is not None and self._clock() - self._yielded_at > REANNOUNCE_FOR:
+            self._yielded_at = None
+            self.election.set_health(REANNOUNCE=False)
         if decision.role == self.role and self.primary != self.known_primary and self._on_role is not None:
             # Same role, new primary (a backup among three): follow it.
             self.known_primary = self.primary
@@ -233,6 +242,10 @@ class FailoverNode:
         log.warning("role %s -> %s: %s", STATE_NAMES[old], STATE_NAMES[role], decision.reason)
         self.events.publish("role", node=self.config.node, old=STATE_NAMES[old], new=STATE_NAMES[role],
                             reason=decision.reason)
+        if old == Role.PRIMARY and role != Role.PRIMARY:
+            # Ask whoever holds the role now to announce over our last announcements.
+            self._yielded_at = self._clock()
+            self.election.set_health(REANNOUNCE=True)
         try:
             if role == Role.PRIMARY:
                 await self.vips.acquire()

@@ -78,6 +78,9 @@ class Flags(enum.IntFlag):
     PINNED = 1 << 5
     #: Ready and wanting to reclaim the primary role (failback).
     PREEMPT = 1 << 6
+    #: Just gave up the primary role: its announcements may still point the
+    #: neighbours at it, so the holder should announce again.
+    REANNOUNCE = 1 << 7
 
     HEALTHY = PUBLIC_UP | GATEWAY_UP | CAUGHT_UP
 
