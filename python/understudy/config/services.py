@@ -15,7 +15,7 @@ from understudy.config.reader import Table
 from understudy.health.model import Check, CheckConfigError, check_from_mapping
 from understudy.ipvs.model import Destination, ModelError, Service
 
-__all__ = ["ServerConfig", "ServiceConfig", "read_services"]
+__all__ = ["ServerConfig", "ServiceConfig", "read_services", "split_endpoint"]
 
 ON_FAILURE = ("quiesce", "remove")
 
@@ -135,7 +135,7 @@ def _destination(t: Table, key: str, raw: dict[str, Any], service: Service) -> D
     raw = dict(raw)
     address = raw.get("address")
     if isinstance(address, str) and "port" not in raw:
-        host, port = _split_endpoint(address, service.port)
+        host, port = split_endpoint(address, service.port)
         if port is None:
             raise t.error(key, f"{address!r} needs a port (the service has none: fwmark)")
         raw["address"], raw["port"] = host, port
@@ -145,7 +145,8 @@ def _destination(t: Table, key: str, raw: dict[str, Any], service: Service) -> D
         raise t.error(_first_key(raw, str(e), key), str(e).removeprefix("server: ")) from None
 
 
-def _split_endpoint(text: str, default_port: int | None) -> tuple[str, int | None]:
+def split_endpoint(text: str, default_port: int | None) -> tuple[str, int | None]:
+    """`host:port` or `[v6]:port` (or a bare host, with `default_port`)."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port

@@ -26,8 +26,7 @@ from understudy.director.metrics import Metrics
 from understudy.director.services import IpvsThread, ServiceMonitor
 from understudy.director.supervisor import Supervisor
 from understudy.events import EventBus
-from understudy.health import Monitor, check_from_mapping
-from understudy.ipvs.model import Destination
+from understudy.health import Monitor
 
 __all__ = ["Director"]
 
@@ -167,21 +166,8 @@ class Director:
         async def server(args: dict[str, Any]) -> Any:
             action, service, address = args.get("action"), str(args.get("service")), str(args.get("server"))
             if action == "add":
-                svc = self.services._service(service)
-                raw = {"address": address, "weight": int(args.get("weight", 1)),
-                       "forward": args.get("forward") or "masq"}
-                from understudy.config.services import _split_endpoint
-
-                host, port = _split_endpoint(address, svc.service.port)
-                dest = Destination.from_json({**raw, "address": host, "port": port}, "server")
-                default = next((s.check for s in svc.servers if s.check is not None), None)
-                check = None
-                if args.get("check") is not None:
-                    check = check_from_mapping(args["check"], address=dest.address, port=dest.port)
-                elif default is not None:
-                    check = dataclasses.replace(default, probe=dataclasses.replace(
-                        default.probe, **_retarget(default.probe, dest)))
-                self.services.add_server(service, dest, check)
+                self.services.add_server_at(service, address, weight=int(args.get("weight", 1)),
+                                            forward=args.get("forward"), check=args.get("check"))
             elif action == "remove":
                 self.services.remove_server(service, address)
             elif action in ("drain", "enable"):
@@ -222,17 +208,6 @@ class Director:
         a.command("switch", switch)
         a.command("standby", standby)
         a.stream("events", events)
-
-
-def _retarget(probe: Any, dest: Destination) -> dict[str, Any]:
-    """A copy of a service's default check aimed at another server."""
-    fields = {f.name for f in dataclasses.fields(probe)}
-    out: dict[str, Any] = {}
-    if "address" in fields:
-        out["address"] = dest.address
-    if "port" in fields and type(probe).__name__ != "DnsProbe":
-        out["port"] = dest.port
-    return out
 
 
 async def serve(config: DirectorConfig) -> None:

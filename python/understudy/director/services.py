@@ -18,12 +18,12 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
-from understudy.config.services import ServerConfig, ServiceConfig
+from understudy.config.services import ServerConfig, ServiceConfig, split_endpoint
 from understudy.events import EventBus
-from understudy.health import Check, Monitor, StateChange, Watch
+from understudy.health import Check, Monitor, StateChange, Watch, check_from_mapping
 from understudy.ipvs.model import Destination, Service
 from understudy.ipvs.reconcile import Change, Reconciler
 
@@ -187,25 +187,43 @@ class ServiceMonitor:
 
     # --- admin commands -----------------------------------------------------------
 
-    def _service(self, name: str) -> ServiceConfig:
+    def service(self, name: str) -> ServiceConfig:
+        """A service by its name or as printed (`tcp 192.0.2.10:80`)."""
         for svc in self.services:
             if name in (svc.name, str(svc.service)):
                 return svc
         raise LookupError(f"no service {name!r} (services: {', '.join(s.name for s in self.services)})")
 
     def _key(self, service: str, server: str) -> tuple[str, str]:
-        svc = self._service(service)
+        svc = self.service(service)
         for key in self.states:
             if key[0] == svc.name and key[1] == server:
                 return key
         raise LookupError(f"service {svc.name} has no real server {server}")
 
     def add_server(self, service: str, destination: Destination, check: Check | None) -> None:
-        svc = self._service(service)
+        svc = self.service(service)
         if (svc.name, destination.endpoint) in self.states:
             raise ValueError(f"{destination.endpoint} is already a real server of {svc.name}")
         self._add(svc, ServerConfig(destination, check), runtime=True)
         self.events.publish("server", service=svc.name, server=destination.endpoint, change="added")
+
+    def add_server_at(self, service: str, address: str, *, weight: int = 1, forward: str | None = None,
+                      check: dict[str, Any] | None = None) -> None:
+        """`server add`: a real server from its endpoint, checked as `check` says or,
+        by default, like the service's other servers (the same probe, aimed at it)."""
+        svc = self.service(service)
+        host, port = split_endpoint(address, svc.service.port)
+        dest = Destination.from_json({"address": host, "port": port, "weight": weight,
+                                      "forward": forward or "masq"}, "server")
+        probe_check = None
+        if check is not None:
+            probe_check = check_from_mapping(check, address=dest.address, port=dest.port)
+        else:
+            default = next((s.check for s in svc.servers if s.check is not None), None)
+            if default is not None:
+                probe_check = replace(default, probe=replace(default.probe, **_retarget(default.probe, dest)))
+        self.add_server(service, dest, probe_check)
 
     def remove_server(self, service: str, server: str) -> None:
         key = self._key(service, server)
@@ -319,3 +337,14 @@ class ServiceMonitor:
                         "quorum": {"needed": svc.quorum, "ok": self._quorate.get(svc.name, True)},
                         "servers": servers})
         return out
+
+
+def _retarget(probe: Any, dest: Destination) -> dict[str, Any]:
+    """The fields that aim a copy of a service's default check at another server."""
+    names = {f.name for f in fields(probe)}
+    out: dict[str, Any] = {}
+    if "address" in names:
+        out["address"] = dest.address
+    if "port" in names and getattr(probe, "kind", "") != "dns":  # a DNS check keeps port 53
+        out["port"] = dest.port
+    return out
