@@ -14,3 +14,4 @@ pub mod replication;
 pub mod table;
 pub mod transport;
 pub mod wire;
+pub mod sys;

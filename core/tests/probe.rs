@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use understudy_core::heartbeat::sys::monotonic_ns;
+use understudy_core::sys::monotonic_ns;
 use understudy_core::probe::{Outcome, Prober, Spec};
 
 const MS: u64 = 1_000_000;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::config::{Advert, Config, ConfigError};
 use super::path::{Link, MAX_DATAGRAM};
 use super::stats::{DropReason, PathStats, Stats};
-use super::sys::{self, Epoll, EventFd, TimerFd};
+use crate::sys::{self, Epoll, EventFd, TimerFd};
 use crate::auth::Keyring;
 use crate::wire::frame::{Kind, Signer, Verifier};
 use crate::wire::heartbeat::{HeartbeatRepr, MAX_NODES};
@@ -332,16 +332,12 @@ impl Engine {
 
     /// Stop the thread and close the paths. Idempotent.
     pub fn stop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            self.shared.stop.store(true, Ordering::Release);
-            self.shared.wake.notify();
-            let _ = t.join();
-        }
+        sys::stop_worker(&mut self.thread, &self.shared.stop, &self.shared.wake);
     }
 
     /// Whether the thread is running.
     pub fn running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        sys::worker_running(&self.thread)
     }
 }
 

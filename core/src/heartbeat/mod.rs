@@ -20,7 +20,6 @@ mod config;
 mod engine;
 mod path;
 mod stats;
-pub mod sys;
 
 pub use config::{Advert, Config, ConfigError, PathConfig, PathSpec, Timers, MAX_PATHS};
 pub use engine::{Engine, Event, PeerView, StartError, MAX_EVENTS};

@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use super::cobs::{self, Block, Deframer};
 use super::config::PathSpec;
 use super::stats::{DropReason, PathStats};
-use super::sys;
+use crate::sys;
 use crate::transport::{MulticastOptions, RecvBatch, Source, SyncSocket};
 
 /// Largest datagram a heartbeat path reads; a heartbeat is far smaller.

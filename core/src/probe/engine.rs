@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crate::heartbeat::sys::{monotonic_ns, thread_cpu_ns, Epoll, EventFd};
+use crate::sys::{self, monotonic_ns, thread_cpu_ns, Epoll, EventFd};
 
 /// Results are handed over at most this often (ns): one wake of the caller per batch.
 pub const BATCH_NS: u64 = 5_000_000;
@@ -170,16 +170,12 @@ impl Prober {
 
     /// Stop the thread, closing every connect in flight. Idempotent.
     pub fn stop(&mut self) {
-        if let Some(t) = self.thread.take() {
-            self.shared.stop.store(true, Ordering::Release);
-            self.shared.wake.notify();
-            let _ = t.join();
-        }
+        sys::stop_worker(&mut self.thread, &self.shared.stop, &self.shared.wake);
     }
 
     /// Whether the thread runs.
     pub fn running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        sys::worker_running(&self.thread)
     }
 }
 

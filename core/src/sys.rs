@@ -1,10 +1,13 @@
-//! The few Linux calls the engine thread needs, wrapped: eventfd, timerfd,
-//! epoll, real-time scheduling, a raw tty. The only unsafe code of the heartbeat.
+//! The few Linux calls the engine threads (heartbeat, TCP prober) need, wrapped:
+//! eventfd, timerfd, epoll, real-time scheduling, a raw tty, and stopping a
+//! worker thread. The only unsafe code of those engines.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -230,4 +233,19 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
         buf = &buf[n as usize..];
     }
     Ok(())
+}
+
+/// Stop a worker thread that watches `stop` and sleeps on `wake`: raise the
+/// flag, wake it, wait for it to end. Idempotent (the handle is taken).
+pub fn stop_worker(thread: &mut Option<JoinHandle<()>>, stop: &AtomicBool, wake: &EventFd) {
+    if let Some(t) = thread.take() {
+        stop.store(true, Ordering::Release);
+        wake.notify();
+        let _ = t.join();
+    }
+}
+
+/// Whether a worker thread is still running.
+pub fn worker_running(thread: &Option<JoinHandle<()>>) -> bool {
+    thread.as_ref().is_some_and(|t| !t.is_finished())
 }
