@@ -11,7 +11,7 @@ pub mod netlink;
 pub mod probe;
 pub mod proto;
 pub mod replication;
+pub mod sys;
 pub mod table;
 pub mod transport;
 pub mod wire;
-pub mod sys;

@@ -4,8 +4,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use understudy_core::sys::monotonic_ns;
 use understudy_core::probe::{Outcome, Prober, Spec};
+use understudy_core::sys::monotonic_ns;
 
 const MS: u64 = 1_000_000;
 

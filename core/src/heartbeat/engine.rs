@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::config::{Advert, Config, ConfigError};
 use super::path::{Link, MAX_DATAGRAM};
 use super::stats::{DropReason, PathStats, Stats};
-use crate::sys::{self, Epoll, EventFd, TimerFd};
 use crate::auth::Keyring;
+use crate::sys::{self, Epoll, EventFd, TimerFd};
 use crate::wire::frame::{Kind, Signer, Verifier};
 use crate::wire::heartbeat::{HeartbeatRepr, MAX_NODES};
 

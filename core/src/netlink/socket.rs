@@ -2,6 +2,8 @@
 //! the only unsafe code of the netlink clients.
 
 use std::io;
+
+use crate::sys::check;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// Big enough for the largest dump reply batch the kernel sends at once.
@@ -11,14 +13,6 @@ const RECV_BUF: usize = 1 << 20;
 #[derive(Debug)]
 pub struct Socket {
     fd: OwnedFd,
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 impl Socket {

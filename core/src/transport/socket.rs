@@ -5,6 +5,8 @@
 
 use std::ffi::CString;
 use std::io;
+
+use crate::sys::check;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -53,14 +55,6 @@ pub enum Source {
 #[derive(Debug)]
 pub struct SyncSocket {
     fd: OwnedFd,
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 fn invalid(msg: &'static str) -> io::Error {
